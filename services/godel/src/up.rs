@@ -1,0 +1,270 @@
+//! `godel up`: the five services in one process, on SQLite and the in-process bus and
+//! cache. The same service libraries as in production (DESIGN.md §3 invariant 10);
+//! only their dependencies differ.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use godel_bus::BusConfig;
+use godel_cache::CacheConfig;
+use godel_config::Secret;
+use godel_runtime::{RunningService, ServerConfig};
+use godel_store::DatabaseConfig;
+use godel_telemetry::{LogFormat, TelemetryConfig};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::UpArgs;
+
+/// Settings of `godel up` (layered like every Godel config: defaults, `--config`
+/// file, `GODEL_*` environment, `--set`, then the dedicated flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpConfig {
+    /// Data directory; `None` = the platform default (see `godel up --help`).
+    pub data_dir: Option<PathBuf>,
+    /// Address every service listens on.
+    pub host: IpAddr,
+    /// Gateway HTTP on `base_port`, then each service's HTTP and gRPC ports; 0 = free ports.
+    pub base_port: u16,
+    /// How long Ctrl-C may take to stop everything.
+    #[serde(with = "godel_config::duration")]
+    pub shutdown_grace: Duration,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base_port: 7700,
+            shutdown_grace: Duration::from_secs(10),
+            telemetry: TelemetryConfig {
+                log_level: "info,opentelemetry=warn,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"
+                    .to_owned(),
+                log_format: LogFormat::Pretty,
+                service_name: "godel".to_owned(),
+                ..TelemetryConfig::default()
+            },
+        }
+    }
+}
+
+impl UpConfig {
+    /// The listeners of the `index`-th service (gateway 0, auth 1, …).
+    fn server(&self, index: u16) -> ServerConfig {
+        let port = |offset: u16| {
+            if self.base_port == 0 {
+                0
+            } else {
+                self.base_port + 2 * index + offset
+            }
+        };
+        ServerConfig {
+            http_addr: SocketAddr::new(self.host, port(0)),
+            grpc_addr: SocketAddr::new(self.host, port(1)),
+            shutdown_grace: self.shutdown_grace,
+            drain_delay: Duration::ZERO,
+        }
+    }
+
+    fn database(&self, data_dir: &Path, service: &str) -> DatabaseConfig {
+        let file = data_dir.join(format!("{service}.db"));
+        DatabaseConfig {
+            url: Secret::new(format!("sqlite://{}?mode=rwc", file.display())),
+            schema: None,
+            ..DatabaseConfig::default()
+        }
+    }
+}
+
+/// Runs `godel up` until Ctrl-C (or SIGTERM) and a clean shutdown.
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut config: UpConfig = godel_config::load(&args.config)?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = Some(dir);
+    }
+    if let Some(port) = args.base_port {
+        config.base_port = port;
+    }
+    if args.config.dump_config {
+        print!("{}", godel_config::dump(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if config.base_port > u16::MAX - 10 {
+        anyhow::bail!(
+            "base_port {} leaves no room for ten ports",
+            config.base_port
+        );
+    }
+    let data_dir = match &config.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir()?,
+    };
+    create_data_dir(&data_dir)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let telemetry = godel_telemetry::init(&config.telemetry)?;
+        let shutdown = godel_runtime::signals::shutdown_token()?;
+        let result = up(&config, &data_dir, shutdown).await;
+        if let Err(err) = telemetry.shutdown().await {
+            eprintln!("godel: {err}");
+        }
+        result.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+/// Starts the services (the gateway last, pointed at the others), prints where they
+/// are, and waits. When one stops with an error, the others are shut down too.
+async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let bus = godel_bus::connect(&BusConfig::default()).await?;
+    let cache = godel_cache::connect(&CacheConfig::default()).await?;
+
+    let started = async {
+        let auth = godel_auth::start(
+            godel_auth::AuthConfig {
+                server: config.server(1),
+                database: config.database(data_dir, "auth"),
+                ..Default::default()
+            },
+            godel_auth::Dependencies { bus: bus.clone() },
+            shutdown.clone(),
+        )
+        .await?;
+        let scheduler = godel_scheduler::start(
+            godel_scheduler::SchedulerConfig {
+                server: config.server(2),
+                database: config.database(data_dir, "scheduler"),
+                ..Default::default()
+            },
+            godel_scheduler::Dependencies { bus: bus.clone() },
+            shutdown.clone(),
+        )
+        .await?;
+        let orchestrator = godel_orchestrator::start(
+            godel_orchestrator::OrchestratorConfig {
+                server: config.server(3),
+                database: config.database(data_dir, "orchestrator"),
+                ..Default::default()
+            },
+            godel_orchestrator::Dependencies { bus: bus.clone() },
+            shutdown.clone(),
+        )
+        .await?;
+        let audit = godel_audit::start(
+            godel_audit::AuditConfig {
+                server: config.server(4),
+                database: config.database(data_dir, "audit"),
+                ..Default::default()
+            },
+            godel_audit::Dependencies { bus: bus.clone() },
+            shutdown.clone(),
+        )
+        .await?;
+        let grpc = |s: &RunningService| format!("http://{}", s.grpc_addr());
+        let gateway = godel_gateway::start(
+            godel_gateway::GatewayConfig {
+                server: config.server(0),
+                upstreams: godel_gateway::UpstreamsConfig {
+                    auth: grpc(&auth),
+                    scheduler: grpc(&scheduler),
+                    orchestrator: grpc(&orchestrator),
+                    audit: grpc(&audit),
+                },
+                cache: CacheConfig::default(),
+                ..Default::default()
+            },
+            godel_gateway::Dependencies {
+                cache: cache.clone(),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        anyhow::Ok(vec![
+            ("gateway", gateway),
+            ("auth", auth),
+            ("scheduler", scheduler),
+            ("orchestrator", orchestrator),
+            ("audit", audit),
+        ])
+    }
+    .await;
+    let services = match started {
+        Ok(services) => services,
+        Err(err) => {
+            // Stop whatever did start before reporting.
+            shutdown.cancel();
+            return Err(err.context("godel up could not start"));
+        }
+    };
+
+    print_banner(data_dir, &services);
+
+    let mut running = JoinSet::new();
+    for (name, service) in services {
+        running.spawn(async move { (name, service.wait().await) });
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        let (name, result) = joined.context("a service task panicked")?;
+        if let Err(err) = result {
+            tracing::error!(service = name, error = %err, "service stopped with an error");
+            failed.push(format!("{name}: {err}"));
+            shutdown.cancel();
+        }
+    }
+    if failed.is_empty() {
+        println!("Godel stopped.");
+        Ok(())
+    } else {
+        anyhow::bail!("services stopped with errors: {}", failed.join("; "))
+    }
+}
+
+fn print_banner(data_dir: &Path, services: &[(&str, RunningService)]) {
+    let gateway = services[0].1.http_addr();
+    let mut out = format!("Godel is up: http://{gateway}\n\n");
+    for (name, service) in services {
+        out.push_str(&format!(
+            "  {name:<13} http://{}  grpc {}\n",
+            service.http_addr(),
+            service.grpc_addr()
+        ));
+    }
+    out.push_str(&format!(
+        "  data          {} (SQLite; kept across restarts)\n\n\
+         Readiness:  curl http://{gateway}/readyz\n\
+         Metrics:    /metrics on each service's http address\n\
+         Stop with Ctrl-C.\n",
+        data_dir.display()
+    ));
+    print!("{out}");
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("godel"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/godel"))
+}
+
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}

@@ -1,0 +1,204 @@
+//! `godel up` as a user runs it: the real binary, every service healthy, a clean exit
+//! on SIGTERM within the grace period, and data kept across a restart.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use godel_test_utils::eventually;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// What the banner of `godel up` says about one service.
+#[derive(Debug)]
+struct Listed {
+    name: String,
+    http: String,
+    grpc: String,
+}
+
+struct Up {
+    child: Child,
+    services: Vec<Listed>,
+    gateway: String,
+}
+
+const GRACE: Duration = Duration::from_secs(10);
+
+async fn start(data_dir: &Path) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_godel"))
+        .args([
+            "up",
+            "--base-port",
+            "0",
+            "--set",
+            "telemetry.log_format=json",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn godel up");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut services = Vec::new();
+    let mut gateway = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["Godel", "is", "up:", url] => gateway = Some(url.to_string()),
+                [name, http, "grpc", grpc] => services.push(Listed {
+                    name: name.to_string(),
+                    http: http.to_string(),
+                    grpc: format!("http://{grpc}"),
+                }),
+                ["Stop", "with", "Ctrl-C."] => return,
+                _ => {}
+            }
+        }
+        panic!("godel up exited before printing its banner");
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("godel up printed its banner within 60 s");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Up {
+        child,
+        services,
+        gateway: gateway.expect("the banner names the gateway URL"),
+    }
+}
+
+async fn assert_all_healthy(up: &Up) {
+    let names: Vec<&str> = up.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["gateway", "auth", "scheduler", "orchestrator", "audit"]
+    );
+    let http = reqwest::Client::new();
+    for service in &up.services {
+        let url = format!("{}/readyz", service.http);
+        eventually(
+            &format!("{} ready", service.name),
+            Duration::from_secs(20),
+            || {
+                let request = http.get(&url).send();
+                async move { request.await.ok().filter(|r| r.status().is_success()) }
+            },
+        )
+        .await;
+        let live = http
+            .get(format!("{}/livez", service.http))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            live.status().is_success(),
+            "{} /livez: {}",
+            service.name,
+            live.status()
+        );
+        let metrics = http
+            .get(format!("{}/metrics", service.http))
+            .send()
+            .await
+            .unwrap();
+        assert!(metrics.status().is_success(), "{} /metrics", service.name);
+
+        let channel = tonic::transport::Endpoint::from_shared(service.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(
+            status,
+            ServingStatus::Serving,
+            "{} gRPC health",
+            service.name
+        );
+    }
+    assert_eq!(up.gateway, up.services[0].http);
+}
+
+/// Sends SIGTERM and returns how the process ended.
+async fn stop(mut up: Up) -> std::process::ExitStatus {
+    let pid = Pid::from_raw(up.child.id().expect("running") as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    tokio::time::timeout(GRACE + Duration::from_secs(5), up.child.wait())
+        .await
+        .expect("godel up exits within its grace period after SIGTERM")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_service_is_healthy_and_sigterm_stops_it_cleanly_keeping_data() {
+    let data = tempfile::tempdir().unwrap();
+
+    let up = start(data.path()).await;
+    assert_all_healthy(&up).await;
+    let status = stop(up).await;
+    assert!(status.success(), "godel up exited with {status}");
+
+    for service in ["auth", "scheduler", "orchestrator", "audit"] {
+        let db = data.path().join(format!("{service}.db"));
+        assert!(db.is_file(), "{} exists after shutdown", db.display());
+    }
+
+    // Starting again on the same data: migrations find nothing to do, all healthy.
+    let up = start(data.path()).await;
+    assert_all_healthy(&up).await;
+    let status = stop(up).await;
+    assert!(status.success(), "second run exited with {status}");
+}
+
+#[tokio::test]
+async fn dump_config_prints_the_effective_configuration() {
+    let output = Command::new(env!("CARGO_BIN_EXE_godel"))
+        .args([
+            "up",
+            "--dump-config",
+            "--base-port",
+            "9100",
+            "--set",
+            "host=0.0.0.0",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("base_port = 9100"), "{text}");
+    assert!(text.contains("host = \"0.0.0.0\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_bad_setting_is_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_godel"))
+        .args(["up", "--set", "base_port=lots"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("base_port"), "{stderr}");
+}

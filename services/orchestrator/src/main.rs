@@ -1,0 +1,5 @@
+//! `godel-orchestrator`: runs the orchestrator service.
+
+fn main() -> std::process::ExitCode {
+    godel_runtime::entry::main("godel-orchestrator", godel_orchestrator::serve)
+}

@@ -1,0 +1,53 @@
+//! The scheduler service: the durable, fair task queue — priorities, weighted fair queuing across teams, idempotency, retries, dead letters, dependency DAGs and leases with fencing.
+//!
+//! Owns (DESIGN.md §2): plans, tasks, dependencies, queue state, leases, the dead-letter queue and the orchestrator registry. A library with [`serve`] (production: its own
+//! database and NATS) and [`start`] (dependencies passed in, as `godel up` does with
+//! the in-process bus); `main.rs` only calls [`serve`].
+
+mod config;
+mod migrations;
+
+use godel_backend::{Backend, BackendError};
+use godel_runtime::{RunningService, Service};
+use tokio_util::sync::CancellationToken;
+
+pub use config::SchedulerConfig;
+pub use godel_backend::Dependencies;
+
+/// The service name: health-check name, metrics label, outbox relay name.
+pub const SERVICE: &str = "scheduler";
+
+/// Why the scheduler service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the scheduler service cannot start")]
+    Backend(#[from] BackendError),
+    #[error("the scheduler service failed")]
+    Runtime(#[source] godel_runtime::RuntimeError),
+}
+
+/// Runs the service until `shutdown` is cancelled and it has drained.
+pub async fn serve(config: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let deps = Dependencies::connect(&config.bus).await?;
+    start(config, deps, shutdown)
+        .await?
+        .wait()
+        .await
+        .map_err(Error::Runtime)
+}
+
+/// Opens and migrates the database, then starts the listeners and the outbox relay.
+/// Returns once the service is listening; [`RunningService::wait`] waits for its end.
+pub async fn start(
+    config: SchedulerConfig,
+    deps: Dependencies,
+    shutdown: CancellationToken,
+) -> Result<RunningService, Error> {
+    let backend = Backend::open::<migrations::Migrator>(SERVICE, &config.database, deps).await?;
+    let service = Service::new(SERVICE, config.server).reflection(godel_proto::FILE_DESCRIPTOR_SET);
+    backend
+        .install(service)
+        .start(shutdown)
+        .await
+        .map_err(Error::Runtime)
+}
