@@ -5,6 +5,8 @@ use godel_config::Secret;
 use godel_runtime::ServerConfig;
 use godel_store::DatabaseConfig;
 use godel_telemetry::TelemetryConfig;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// Every setting of the scheduler service. Defaults are the production shape:
@@ -16,6 +18,7 @@ pub struct SchedulerConfig {
     pub database: DatabaseConfig,
     pub bus: BusConfig,
     pub telemetry: TelemetryConfig,
+    pub queue: QueueConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -35,6 +38,7 @@ impl Default for SchedulerConfig {
                 service_name: "godel-scheduler".to_owned(),
                 ..TelemetryConfig::default()
             },
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -42,5 +46,65 @@ impl Default for SchedulerConfig {
 impl godel_runtime::entry::ServiceConfig for SchedulerConfig {
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry
+    }
+}
+
+/// Limits and timings of the task queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Queued tasks a team may have when its settings name no limit.
+    pub max_queued_per_team: u64,
+    /// Leased or running tasks a team may have when its settings name no limit.
+    pub max_concurrent_per_team: u64,
+    /// Queued tasks across all teams; submissions past it are refused.
+    pub max_queue_depth: u64,
+    /// The retry-after hint sent with a refused submission.
+    #[serde(with = "godel_config::duration")]
+    pub backpressure_retry_after: Duration,
+    /// Lease length when the caller names none.
+    #[serde(with = "godel_config::duration")]
+    pub default_lease_duration: Duration,
+    /// Most tasks one claim may lease.
+    pub max_lease_batch: usize,
+    /// How often expired leases are swept back into the queue.
+    #[serde(with = "godel_config::duration")]
+    pub sweep_interval: Duration,
+    /// Most expired leases one sweep handles (it sweeps again at once when full).
+    pub sweep_batch: usize,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[serde(with = "godel_config::duration")]
+    pub retry_backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(with = "godel_config::duration")]
+    pub retry_backoff_max: Duration,
+    /// Attempts of a task submitted without `max_attempts`.
+    pub default_max_attempts: u32,
+    /// Largest accepted payload (serialized JSON), in bytes.
+    pub max_payload_bytes: usize,
+    /// Page size of listings when the caller names none.
+    pub default_page_size: usize,
+    /// Largest page size of listings.
+    pub max_page_size: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_per_team: 100_000,
+            max_concurrent_per_team: 1_000,
+            max_queue_depth: 1_000_000,
+            backpressure_retry_after: Duration::from_secs(5),
+            default_lease_duration: Duration::from_secs(30),
+            max_lease_batch: 1_000,
+            sweep_interval: Duration::from_secs(1),
+            sweep_batch: 500,
+            retry_backoff_base: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
+            default_max_attempts: 3,
+            max_payload_bytes: 256 * 1024,
+            default_page_size: 100,
+            max_page_size: 1_000,
+        }
     }
 }

@@ -6,13 +6,15 @@
 
 mod config;
 mod migrations;
+pub mod queue;
 
 use godel_backend::{Backend, BackendError};
 use godel_runtime::{RunningService, Service};
 use tokio_util::sync::CancellationToken;
 
-pub use config::SchedulerConfig;
+pub use config::{QueueConfig, SchedulerConfig};
 pub use godel_backend::Dependencies;
+pub use migrations::Migrator;
 
 /// The service name: health-check name, metrics label, outbox relay name.
 pub const SERVICE: &str = "scheduler";
@@ -36,17 +38,25 @@ pub async fn serve(config: SchedulerConfig, shutdown: CancellationToken) -> Resu
         .map_err(Error::Runtime)
 }
 
-/// Opens and migrates the database, then starts the listeners and the outbox relay.
+/// Opens and migrates the database, then starts the listeners, the outbox relay and
+/// the sweeper of expired leases.
 /// Returns once the service is listening; [`RunningService::wait`] waits for its end.
 pub async fn start(
     config: SchedulerConfig,
     deps: Dependencies,
     shutdown: CancellationToken,
 ) -> Result<RunningService, Error> {
-    let backend = Backend::open::<migrations::Migrator>(SERVICE, &config.database, deps).await?;
+    let backend = Backend::open::<Migrator>(SERVICE, &config.database, deps).await?;
+    let queue = queue::Queue::new(backend.db().clone(), backend.notifier(), config.queue);
     let service = Service::new(SERVICE, config.server).reflection(godel_proto::FILE_DESCRIPTOR_SET);
+    // Registered after the outbox relay, so shutdown stops it first and the relay
+    // still publishes what its last sweep wrote.
     backend
         .install(service)
+        .background("lease-sweeper", move |stop| async move {
+            queue.run_sweeper(stop).await;
+            Ok(())
+        })
         .start(shutdown)
         .await
         .map_err(Error::Runtime)

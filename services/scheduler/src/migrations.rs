@@ -1,8 +1,13 @@
 //! The scheduler service's schema migrations, applied in order on every start.
 
+mod create_queue;
+
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
-pub(crate) struct Migrator;
+pub(crate) use create_queue::CreateQueue;
+
+/// Every migration of the scheduler's database, in order (the outbox, then the queue).
+pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migration_table_name() -> godel_store::sea_orm::DynIden {
@@ -10,6 +15,6 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(godel_store::CreateOutbox)]
+        vec![Box::new(godel_store::CreateOutbox), Box::new(CreateQueue)]
     }
 }

@@ -1,0 +1,57 @@
+//! `task.<state>` events: a `godel.events.v1.TaskEvent` in a CloudEvents envelope,
+//! written to the outbox in the transaction that made the change.
+
+use godel_backend::outbox_event;
+use godel_bus::Subject;
+use godel_error::Error;
+use godel_proto::cloudevent;
+use godel_proto::events::v1::TaskEvent;
+use godel_store::OutboxEvent;
+use godel_types::EventId;
+
+use super::store::time;
+use super::task::{Task, TaskState};
+
+/// The CloudEvents `source` of scheduler events.
+pub const EVENT_SOURCE: &str = "/godel/scheduler";
+
+/// The event announcing that `task` (as it is after the change) went from `from` to
+/// its current state at `now` (database microseconds).
+pub(crate) fn task_event(
+    task: &Task,
+    from: Option<TaskState>,
+    reason: &str,
+    now: i64,
+) -> Result<OutboxEvent, Error> {
+    let to = task.state;
+    let occurred_at = time(now);
+    let data = TaskEvent {
+        team_id: task.team_id.to_string(),
+        task_id: task.id.to_string(),
+        plan_id: task.plan_id.map(|p| p.to_string()).unwrap_or_default(),
+        task_type: task.task_type.clone(),
+        from_state: from.map_or(0, |s| s.to_proto() as i32),
+        to_state: to.to_proto() as i32,
+        epoch: task.epoch,
+        attempt: task.attempts,
+        reason: reason.to_owned(),
+        orchestrator_id: task.lease_owner.map(|o| o.to_string()).unwrap_or_default(),
+        occurred_at: Some(godel_proto::convert::to_timestamp(occurred_at)),
+    };
+    let id = EventId::new();
+    let payload = cloudevent::encode(
+        id,
+        EVENT_SOURCE,
+        &cloudevent::event_type("task", to.as_str()),
+        &task.id.to_string(),
+        occurred_at,
+        &data,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot encode a task event");
+        Error::internal("cannot encode a task event")
+    })?;
+    let mut event = outbox_event(Subject::task(task.team_id, to.as_str()), payload);
+    event.id = id;
+    Ok(event)
+}

@@ -1,0 +1,851 @@
+//! The task queue through its public API: every case runs on SQLite and on
+//! PostgreSQL (a fresh schema on the test server); the concurrency case runs on
+//! PostgreSQL with several independent pools.
+
+// Test helpers outside `#[test]` functions unwrap too.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use godel_bus::memory::MemoryBus;
+use godel_error::{Error, ErrorCode};
+use godel_proto::events::v1::TaskEvent;
+use godel_proto::scheduler::v1::TaskState as ProtoState;
+use godel_scheduler::queue::{
+    Completion, FailOutcome, LeasedTask, ListTasks, NewTask, Queue, TaskState, TeamSettings,
+};
+use godel_scheduler::{Migrator, QueueConfig};
+use godel_store::sea_orm::{ConnectionTrait, Statement};
+use godel_store::{DatabaseConfig, Db, OutboxRelay, RelayConfig};
+use godel_test_utils::eventually;
+use godel_test_utils::postgres::TestDb;
+use godel_types::{OrchestratorId, TaskId, TeamId};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+const LEASE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A migrated database and a queue over it. The outbox relay is not running, so
+/// every event written stays readable in the `outbox` table.
+struct Harness {
+    queue: Queue,
+    db: Db,
+    config: DatabaseConfig,
+    test_db: TestDb,
+}
+
+impl Harness {
+    async fn new(kind: Kind) -> Self {
+        Self::with_config(kind, QueueConfig::default()).await
+    }
+
+    async fn with_config(kind: Kind, queue_config: QueueConfig) -> Self {
+        let test_db = match kind {
+            Kind::Sqlite => TestDb::sqlite(),
+            Kind::Postgres => TestDb::postgres().await,
+        };
+        let config = DatabaseConfig {
+            url: test_db.url.clone().into(),
+            schema: test_db.schema.clone(),
+            ..DatabaseConfig::default()
+        };
+        let db = godel_store::connect(&config).await.unwrap();
+        godel_store::migrate::<Migrator>(&db).await.unwrap();
+        let queue = queue_over(&db, queue_config);
+        Self {
+            queue,
+            db,
+            config,
+            test_db,
+        }
+    }
+
+    /// Another queue on its own pool (another replica).
+    async fn replica(&self) -> Queue {
+        let db = godel_store::connect(&self.config).await.unwrap();
+        queue_over(&db, self.queue.config().clone())
+    }
+
+    async fn finish(self) {
+        self.db.close().await.unwrap();
+        self.test_db.cleanup().await;
+    }
+
+    /// `(subject, payload)` of every outbox row, in order.
+    async fn outbox(&self) -> Vec<(String, Vec<u8>)> {
+        let conn = self.db.conn();
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT subject, payload FROM outbox ORDER BY seq",
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r.try_get::<String>("", "subject").unwrap(),
+                    r.try_get::<Vec<u8>>("", "payload").unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn queue_over(db: &Db, config: QueueConfig) -> Queue {
+    let relay = OutboxRelay::new(
+        db.clone(),
+        Arc::new(MemoryBus::default()),
+        RelayConfig::new("scheduler"),
+    );
+    Queue::new(db.clone(), relay.notifier(), config)
+}
+
+fn task(n: usize) -> NewTask {
+    NewTask::new("code.review", json!({ "n": n }))
+}
+
+fn code(e: &Error) -> ErrorCode {
+    e.code
+}
+
+async fn lease(q: &Queue, max: usize) -> Vec<LeasedTask> {
+    q.lease(OrchestratorId::new(), max, LEASE).await.unwrap()
+}
+
+async fn idempotent_submission(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let first = h
+        .queue
+        .submit(team, task(1).idempotency_key("k1"))
+        .await
+        .unwrap();
+    assert_eq!(first.state, TaskState::Queued);
+    let again = h
+        .queue
+        .submit(team, task(1).idempotency_key("k1"))
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    let err = h
+        .queue
+        .submit(team, task(2).idempotency_key("k1"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), ErrorCode::Conflict, "{err:?}");
+    assert!(err.message.contains(&first.id.to_string()), "{err:?}");
+    // Keys are per team.
+    let other = h
+        .queue
+        .submit(TeamId::new(), task(2).idempotency_key("k1"))
+        .await
+        .unwrap();
+    assert_ne!(other.id, first.id);
+    // In a batch: a known key resolves to the existing task, a new one is created.
+    let batch = h
+        .queue
+        .submit_batch(
+            team,
+            vec![task(1).idempotency_key("k1"), task(3).idempotency_key("k3")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(batch[0].id, first.id);
+    assert_ne!(batch[1].id, first.id);
+    let page = h.queue.list(team, ListTasks::default()).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    h.finish().await;
+}
+
+async fn validation_names_the_field(kind: Kind) {
+    let config = QueueConfig {
+        max_payload_bytes: 64,
+        ..QueueConfig::default()
+    };
+    let h = Harness::with_config(kind, config).await;
+    let team = TeamId::new();
+    let cases = [
+        (task(1).priority(0), "task.priority"),
+        (task(1).priority(101), "task.priority"),
+        (NewTask::new("  ", json!({})), "task.task_type"),
+        (NewTask::new("x".repeat(200), json!({})), "task.task_type"),
+        (
+            NewTask::new("t", json!({ "big": "y".repeat(100) })),
+            "task.payload",
+        ),
+        (task(1).max_attempts(0), "task.max_attempts"),
+        (task(1).max_attempts(1000), "task.max_attempts"),
+        (task(1).idempotency_key(""), "task.idempotency_key"),
+    ];
+    for (t, field) in cases {
+        let err = h.queue.submit(team, t).await.unwrap_err();
+        assert_eq!(code(&err), ErrorCode::InvalidArgument, "{err:?}");
+        assert_eq!(err.field.as_deref(), Some(field), "{err:?}");
+    }
+    let err = h
+        .queue
+        .submit_batch(team, vec![task(1), task(2).priority(0)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("tasks[1].priority"), "{err:?}");
+    // Nothing of the refused batch was written.
+    assert!(
+        h.queue
+            .list(team, ListTasks::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    h.finish().await;
+}
+
+async fn backpressure(kind: Kind) {
+    let config = QueueConfig {
+        max_queue_depth: 8,
+        backpressure_retry_after: Duration::from_secs(7),
+        ..QueueConfig::default()
+    };
+    let h = Harness::with_config(kind, config).await;
+    let (a, b) = (TeamId::new(), TeamId::new());
+    h.queue
+        .set_team_settings(
+            a,
+            TeamSettings {
+                weight: 1,
+                max_concurrent: None,
+                max_queued: Some(3),
+            },
+        )
+        .await
+        .unwrap();
+    h.queue
+        .submit_batch(a, (0..3).map(task).collect())
+        .await
+        .unwrap();
+    let err = h.queue.submit(a, task(9)).await.unwrap_err();
+    assert_eq!(code(&err), ErrorCode::ResourceExhausted, "{err:?}");
+    assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
+    // Another team is only bound by the global depth (8): 5 more fit, the 6th does not.
+    h.queue
+        .submit_batch(b, (0..5).map(task).collect())
+        .await
+        .unwrap();
+    let err = h.queue.submit(b, task(9)).await.unwrap_err();
+    assert_eq!(code(&err), ErrorCode::ResourceExhausted, "{err:?}");
+    assert!(err.retry_after.is_some());
+    // Leasing frees room in the queue.
+    assert_eq!(lease(&h.queue, 1).await.len(), 1);
+    h.queue.submit(b, task(9)).await.unwrap();
+    h.finish().await;
+}
+
+async fn wfq_shares_follow_weights(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let teams = [
+        (TeamId::new(), 1u32),
+        (TeamId::new(), 2),
+        (TeamId::new(), 5),
+    ];
+    for (team, weight) in teams {
+        h.queue
+            .set_team_settings(
+                team,
+                TeamSettings {
+                    weight,
+                    ..TeamSettings::default()
+                },
+            )
+            .await
+            .unwrap();
+        h.queue
+            .submit_batch(team, (0..80).map(task).collect())
+            .await
+            .unwrap();
+    }
+    let mut counts: HashMap<TeamId, usize> = HashMap::new();
+    for _ in 0..10 {
+        for leased in lease(&h.queue, 8).await {
+            *counts.entry(leased.task.team_id).or_default() += 1;
+        }
+    }
+    let total: usize = counts.values().sum();
+    assert_eq!(total, 80);
+    for (team, weight) in teams {
+        let got = counts.get(&team).copied().unwrap_or(0) as f64 / total as f64;
+        let want = f64::from(weight) / 8.0;
+        assert!(
+            (got - want).abs() <= 0.03,
+            "weight {weight}: share {got}, want {want}"
+        );
+    }
+    h.finish().await;
+}
+
+async fn idle_team_gets_no_burst(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let (busy, idle) = (TeamId::new(), TeamId::new());
+    h.queue
+        .submit_batch(busy, (0..60).map(task).collect())
+        .await
+        .unwrap();
+    // Only `busy` has work: it gets everything.
+    for l in lease(&h.queue, 20).await {
+        assert_eq!(l.task.team_id, busy);
+    }
+    h.queue
+        .submit_batch(idle, (0..30).map(task).collect())
+        .await
+        .unwrap();
+    let next = lease(&h.queue, 10).await;
+    let returning = next.iter().filter(|l| l.task.team_id == idle).count();
+    assert!(
+        (4..=6).contains(&returning),
+        "returning team got {returning} of 10"
+    );
+    h.finish().await;
+}
+
+async fn priority_then_fifo(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let submitted = h
+        .queue
+        .submit_batch(
+            team,
+            vec![
+                task(0).priority(10),
+                task(1).priority(90),
+                task(2).priority(50),
+                task(3).priority(90),
+            ],
+        )
+        .await
+        .unwrap();
+    let order: Vec<TaskId> = lease(&h.queue, 10)
+        .await
+        .iter()
+        .map(|l| l.task.id)
+        .collect();
+    let want: Vec<TaskId> = [1, 3, 2, 0].iter().map(|i| submitted[*i].id).collect();
+    assert_eq!(order, want);
+    h.finish().await;
+}
+
+async fn concurrency_limit_per_team(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    h.queue
+        .set_team_settings(
+            team,
+            TeamSettings {
+                weight: 1,
+                max_concurrent: Some(2),
+                max_queued: None,
+            },
+        )
+        .await
+        .unwrap();
+    h.queue
+        .submit_batch(team, (0..5).map(task).collect())
+        .await
+        .unwrap();
+    let first = lease(&h.queue, 10).await;
+    assert_eq!(first.len(), 2);
+    assert!(lease(&h.queue, 10).await.is_empty());
+    h.queue
+        .complete(first[0].task.id, first[0].epoch, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(lease(&h.queue, 10).await.len(), 1);
+    h.finish().await;
+}
+
+async fn fencing_and_expired_leases(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let t = h.queue.submit(team, task(1).max_attempts(3)).await.unwrap();
+    let (a, b) = (OrchestratorId::new(), OrchestratorId::new());
+    let first = h
+        .queue
+        .lease(a, 1, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].epoch, 1);
+    assert_eq!(first[0].task.lease_owner, Some(a));
+    let stale = h.queue.complete(t.id, 0, json!({})).await.unwrap_err();
+    assert_eq!(code(&stale), ErrorCode::FailedPrecondition, "{stale:?}");
+    assert!(stale.message.contains("stale"), "{stale:?}");
+    // Worker `a` pauses past its lease; the sweeper requeues the task.
+    eventually("the expired lease to be swept", WAIT, || async {
+        (h.queue.requeue_expired().await.unwrap() == 1).then_some(())
+    })
+    .await;
+    let swept = h.queue.get(team, t.id).await.unwrap();
+    assert_eq!(swept.state, TaskState::Queued);
+    assert_eq!(swept.last_error.as_deref(), Some("lease expired"));
+    let second = h.queue.lease(b, 1, LEASE).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].epoch, 2);
+    assert_eq!(second[0].task.attempts, 2);
+    // `a` resumes: all its writes are rejected; `b`'s succeed.
+    for err in [
+        h.queue
+            .complete(t.id, 1, json!({"by": "a"}))
+            .await
+            .unwrap_err(),
+        h.queue.heartbeat(t.id, 1, LEASE).await.unwrap_err(),
+        h.queue.fail(t.id, 1, "boom", true).await.unwrap_err(),
+    ] {
+        assert_eq!(code(&err), ErrorCode::FailedPrecondition, "{err:?}");
+    }
+    h.queue.heartbeat(t.id, 2, LEASE).await.unwrap();
+    assert_eq!(
+        h.queue.get(team, t.id).await.unwrap().state,
+        TaskState::Running
+    );
+    h.queue.complete(t.id, 2, json!({"by": "b"})).await.unwrap();
+    // Completing again at the same epoch is accepted and changes nothing.
+    h.queue.complete(t.id, 2, json!({"by": "b"})).await.unwrap();
+    let done = h.queue.get(team, t.id).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(done.result, Some(json!({"by": "b"})));
+    h.finish().await;
+}
+
+async fn expired_lease_past_attempts_is_dead_lettered(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let t = h.queue.submit(team, task(1).max_attempts(1)).await.unwrap();
+    h.queue
+        .lease(OrchestratorId::new(), 1, Duration::from_millis(100))
+        .await
+        .unwrap();
+    eventually("the expired lease to be swept", WAIT, || async {
+        (h.queue.requeue_expired().await.unwrap() == 1).then_some(())
+    })
+    .await;
+    let dl = h.queue.dead_letter(team, t.id).await.unwrap();
+    assert_eq!(dl.errors.len(), 1);
+    assert_eq!(dl.errors[0].message, "lease expired");
+    h.finish().await;
+}
+
+async fn complete_many_in_one_batch(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    h.queue
+        .submit_batch(team, (0..4).map(task).collect())
+        .await
+        .unwrap();
+    let leased = lease(&h.queue, 4).await;
+    let mut completions: Vec<Completion> = leased
+        .iter()
+        .map(|l| Completion {
+            task_id: l.task.id,
+            epoch: l.epoch,
+            result: json!({"ok": true}),
+        })
+        .collect();
+    completions[3].epoch = 7;
+    let outcomes = h.queue.complete_many(completions).await.unwrap();
+    assert!(outcomes[..3].iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(
+        code(outcomes[3].as_ref().unwrap_err()),
+        ErrorCode::FailedPrecondition
+    );
+    let page = h
+        .queue
+        .list(
+            team,
+            ListTasks {
+                state: Some(TaskState::Succeeded),
+                ..ListTasks::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    h.finish().await;
+}
+
+async fn retry_backoff_and_dead_letters(kind: Kind) {
+    let config = QueueConfig {
+        retry_backoff_base: Duration::from_millis(300),
+        retry_backoff_max: Duration::from_millis(600),
+        ..QueueConfig::default()
+    };
+    let h = Harness::with_config(kind, config).await;
+    let team = TeamId::new();
+    let t = h.queue.submit(team, task(1).max_attempts(2)).await.unwrap();
+    let l = lease(&h.queue, 1).await.remove(0);
+    let outcome = h
+        .queue
+        .fail(t.id, l.epoch, "tool crashed", true)
+        .await
+        .unwrap();
+    let FailOutcome::Retrying { not_before } = outcome else {
+        panic!("expected a retry, got {outcome:?}");
+    };
+    let after_fail = h.queue.get(team, t.id).await.unwrap();
+    assert_eq!(after_fail.state, TaskState::Queued);
+    assert!(
+        not_before > after_fail.updated_at,
+        "{not_before} vs {}",
+        after_fail.updated_at
+    );
+    assert!(not_before - after_fail.updated_at >= chrono::Duration::milliseconds(150));
+    assert!(
+        lease(&h.queue, 1).await.is_empty(),
+        "leased before its backoff passed"
+    );
+    let l = eventually("the retry to become ready", WAIT, || async {
+        lease(&h.queue, 1).await.pop()
+    })
+    .await;
+    assert_eq!(l.epoch, 2);
+    let outcome = h
+        .queue
+        .fail(t.id, l.epoch, "tool crashed again", true)
+        .await
+        .unwrap();
+    assert_eq!(outcome, FailOutcome::DeadLettered);
+
+    let page = h.queue.dead_letters(team, None, 10).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![t.id]
+    );
+    let dl = h.queue.dead_letter(team, t.id).await.unwrap();
+    assert_eq!(dl.task.state, TaskState::DeadLettered);
+    let messages: Vec<_> = dl
+        .errors
+        .iter()
+        .map(|e| (e.attempt, e.epoch, e.message.as_str()))
+        .collect();
+    assert_eq!(
+        messages,
+        vec![(1, 1, "tool crashed"), (2, 2, "tool crashed again")]
+    );
+
+    // Requeued: claimable again with attempts reset and a new epoch.
+    let requeued = h.queue.requeue_dead_letter(team, t.id).await.unwrap();
+    assert_eq!((requeued.state, requeued.attempts), (TaskState::Queued, 0));
+    let l = lease(&h.queue, 1).await.remove(0);
+    assert_eq!((l.task.id, l.epoch, l.task.attempts), (t.id, 3, 1));
+    // A failure that is not retryable dead-letters at once.
+    assert_eq!(
+        h.queue
+            .fail(t.id, l.epoch, "bad input", false)
+            .await
+            .unwrap(),
+        FailOutcome::DeadLettered
+    );
+    let other = h.queue.submit(team, task(2).max_attempts(1)).await.unwrap();
+    let l = lease(&h.queue, 1).await.remove(0);
+    h.queue.fail(other.id, l.epoch, "nope", true).await.unwrap();
+    assert_eq!(
+        h.queue
+            .dead_letters(team, None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    // Purge by id, then the rest.
+    assert_eq!(h.queue.purge_dead_letters(team, &[t.id]).await.unwrap(), 1);
+    let err = h.queue.dead_letter(team, t.id).await.unwrap_err();
+    assert_eq!(code(&err), ErrorCode::NotFound);
+    assert_eq!(
+        h.queue
+            .purge_dead_letters(TeamId::new(), &[])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(h.queue.purge_dead_letters(team, &[]).await.unwrap(), 1);
+    assert!(
+        h.queue
+            .dead_letters(team, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    h.finish().await;
+}
+
+async fn cancel_and_list(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let tasks = h
+        .queue
+        .submit_batch(team, (0..5).map(task).collect())
+        .await
+        .unwrap();
+    let cancelled = h
+        .queue
+        .cancel(team, tasks[0].id, "not needed")
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, TaskState::Cancelled);
+    let err = h
+        .queue
+        .cancel(team, tasks[0].id, "again")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), ErrorCode::FailedPrecondition);
+    let err = h
+        .queue
+        .cancel(TeamId::new(), tasks[1].id, "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), ErrorCode::NotFound, "team scopes every query");
+    // A leased task can be cancelled; its holder can no longer complete it.
+    let l = lease(&h.queue, 1).await.remove(0);
+    h.queue.cancel(team, l.task.id, "stop").await.unwrap();
+    let err = h
+        .queue
+        .complete(l.task.id, l.epoch, json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), ErrorCode::FailedPrecondition);
+
+    // Pages of 2 by id; the state filter.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = h
+            .queue
+            .list(
+                team,
+                ListTasks {
+                    state: None,
+                    after,
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|t| t.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, tasks.iter().map(|t| t.id).collect::<Vec<_>>());
+    let queued = h
+        .queue
+        .list(
+            team,
+            ListTasks {
+                state: Some(TaskState::Queued),
+                ..ListTasks::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.items.len(), 3);
+    h.finish().await;
+}
+
+async fn every_change_writes_an_event(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let t = h.queue.submit(team, task(1)).await.unwrap();
+    let l = lease(&h.queue, 1).await.remove(0);
+    h.queue.heartbeat(t.id, l.epoch, LEASE).await.unwrap();
+    h.queue.heartbeat(t.id, l.epoch, LEASE).await.unwrap();
+    h.queue.fail(t.id, l.epoch, "flaky", true).await.unwrap();
+    let c = h.queue.submit(team, task(2)).await.unwrap();
+    h.queue.cancel(team, c.id, "changed my mind").await.unwrap();
+    let d = h.queue.submit(team, task(3).max_attempts(1)).await.unwrap();
+    let l = lease(&h.queue, 1).await.remove(0);
+    assert_eq!(l.task.id, d.id);
+    h.queue.complete(d.id, l.epoch, json!({})).await.unwrap();
+
+    let rows = h.outbox().await;
+    let events: Vec<(String, TaskEvent)> = rows
+        .iter()
+        .map(|(subject, payload)| {
+            let ev = godel_proto::cloudevent::decode::<TaskEvent>(payload).unwrap();
+            assert_eq!(ev.subject.as_deref(), Some(ev.data.task_id.as_str()));
+            (subject.clone(), ev.data)
+        })
+        .collect();
+    let prefix = format!("godel.v1.team.{team}.task.");
+    let got: Vec<(&str, String, ProtoState)> = events
+        .iter()
+        .map(|(s, e)| {
+            (
+                s.strip_prefix(&prefix).unwrap(),
+                e.task_id.clone(),
+                ProtoState::try_from(e.to_state).unwrap(),
+            )
+        })
+        .collect();
+    let (ti, ci, di) = (t.id.to_string(), c.id.to_string(), d.id.to_string());
+    assert_eq!(
+        got,
+        vec![
+            ("queued", ti.clone(), ProtoState::Queued),
+            ("leased", ti.clone(), ProtoState::Leased),
+            ("running", ti.clone(), ProtoState::Running),
+            ("queued", ti.clone(), ProtoState::Queued),
+            ("queued", ci.clone(), ProtoState::Queued),
+            ("cancelled", ci, ProtoState::Cancelled),
+            ("queued", di.clone(), ProtoState::Queued),
+            ("leased", di.clone(), ProtoState::Leased),
+            ("succeeded", di, ProtoState::Succeeded),
+        ]
+    );
+    let retry = &events[3].1;
+    assert_eq!(
+        ProtoState::try_from(retry.from_state).unwrap(),
+        ProtoState::Running
+    );
+    assert_eq!(
+        (retry.epoch, retry.attempt, retry.reason.as_str()),
+        (1, 1, "flaky")
+    );
+    let leased = &events[1].1;
+    assert!(leased.orchestrator_id.starts_with("orc_"), "{leased:?}");
+    assert_eq!(leased.epoch, 1);
+    h.finish().await;
+}
+
+/// Several claimers on their own pools race over a few hundred tasks: each task is
+/// leased exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_never_share_a_task() {
+    let h = Harness::new(Kind::Postgres).await;
+    let teams = [TeamId::new(), TeamId::new(), TeamId::new()];
+    for (i, team) in teams.iter().enumerate() {
+        h.queue
+            .submit_batch(*team, (0..100).map(|n| task(n + i * 1000)).collect())
+            .await
+            .unwrap();
+    }
+    let mut handles = Vec::new();
+    for _ in 0..5 {
+        let q = h.replica().await;
+        handles.push(tokio::spawn(async move {
+            let me = OrchestratorId::new();
+            let mut mine = Vec::new();
+            loop {
+                let got = q.lease(me, 7, LEASE).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|l| (l.task.id, l.epoch)));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.unwrap());
+    }
+    assert_eq!(all.len(), 300);
+    let unique: HashSet<TaskId> = all.iter().map(|(id, _)| *id).collect();
+    assert_eq!(unique.len(), 300, "a task was leased twice");
+    assert!(all.iter().all(|(_, epoch)| *epoch == 1));
+    h.finish().await;
+}
+
+/// The service's own sweeper (a background task of `start`) requeues an expired lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_sweeps_expired_leases() {
+    let test_db = TestDb::sqlite();
+    let mut config = godel_scheduler::SchedulerConfig {
+        database: DatabaseConfig {
+            url: test_db.url.clone().into(),
+            schema: None,
+            ..DatabaseConfig::default()
+        },
+        ..godel_scheduler::SchedulerConfig::default()
+    };
+    config.server.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.queue.sweep_interval = Duration::from_millis(50);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let deps = godel_scheduler::Dependencies {
+        bus: Arc::new(MemoryBus::default()),
+    };
+    let running = godel_scheduler::start(config.clone(), deps, shutdown.clone())
+        .await
+        .unwrap();
+
+    let db = godel_store::connect(&config.database).await.unwrap();
+    let queue = queue_over(&db, config.queue.clone());
+    let team = TeamId::new();
+    let t = queue.submit(team, task(1)).await.unwrap();
+    queue
+        .lease(OrchestratorId::new(), 1, Duration::from_millis(100))
+        .await
+        .unwrap();
+    eventually("the sweeper to requeue the task", WAIT, || async {
+        (queue.get(team, t.id).await.unwrap().state == TaskState::Queued).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    running.wait().await.unwrap();
+}
+
+/// One `#[tokio::test]` per case in a module named after the backend.
+macro_rules! cases {
+    ($module:ident => $kind:ident: $($case:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Kind::$kind).await;
+                }
+            )*
+        }
+    };
+}
+
+cases!(sqlite => Sqlite:
+    idempotent_submission,
+    validation_names_the_field,
+    backpressure,
+    wfq_shares_follow_weights,
+    idle_team_gets_no_burst,
+    priority_then_fifo,
+    concurrency_limit_per_team,
+    fencing_and_expired_leases,
+    expired_lease_past_attempts_is_dead_lettered,
+    complete_many_in_one_batch,
+    retry_backoff_and_dead_letters,
+    cancel_and_list,
+    every_change_writes_an_event,
+);
+
+cases!(postgres => Postgres:
+    idempotent_submission,
+    validation_names_the_field,
+    backpressure,
+    wfq_shares_follow_weights,
+    idle_team_gets_no_burst,
+    priority_then_fifo,
+    concurrency_limit_per_team,
+    fencing_and_expired_leases,
+    expired_lease_past_attempts_is_dead_lettered,
+    complete_many_in_one_batch,
+    retry_backoff_and_dead_letters,
+    cancel_and_list,
+    every_change_writes_an_event,
+);
