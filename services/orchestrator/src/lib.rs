@@ -6,6 +6,7 @@
 
 mod config;
 mod migrations;
+pub mod runtime;
 
 use godel_backend::{Backend, BackendError};
 use godel_runtime::{RunningService, Service};
