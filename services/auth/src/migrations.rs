@@ -1,8 +1,12 @@
 //! The auth service's schema migrations, applied in order on every start.
 
+mod identity;
+
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
-pub(crate) struct Migrator;
+/// The auth database's migrations: the outbox, then the identity tables.
+#[derive(Debug)]
+pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migration_table_name() -> godel_store::sea_orm::DynIden {
@@ -10,6 +14,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(godel_store::CreateOutbox)]
+        vec![
+            Box::new(godel_store::CreateOutbox),
+            Box::new(identity::CreateIdentity),
+        ]
     }
 }

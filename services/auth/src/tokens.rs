@@ -1,0 +1,718 @@
+//! Godel access tokens: short-lived JWTs signed with Ed25519 (`EdDSA`), each naming
+//! its signing key in `kid`; the signing keys, their rotation and the JWKS document.
+//!
+//! Signing keys live in the `signing_keys` table. The private key (the 32-byte
+//! Ed25519 seed) is never returned, logged or published (the row's `Debug` leaves it
+//! out), and is stored encrypted when `tokens.signing_key_encryption_key` is set
+//! ([`seal`]; plain otherwise, as under `godel up`). Rotation adds a
+//! new key that signs from then on; older keys keep verifying until the last token
+//! they signed has expired (`retired_at` + access-token lifetime + leeway) and are
+//! deleted at the next rotation after that.
+//!
+//! Verification accepts only `EdDSA`, only tokens typed `at+jwt` (RFC 9068, so an
+//! ID token cannot pass as an access token), only known `kid`s, and checks `iss`,
+//! `aud`, `exp` and `nbf` with the configured leeway.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use godel_error::Error;
+use godel_store::sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+use godel_types::{TeamId, UserId};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::entity::signing_key;
+use crate::store::{Auth, db_error, now};
+
+pub mod seal;
+
+/// The JWT `typ` of Godel access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The only signature algorithm Godel signs and accepts.
+pub const ALGORITHM: &str = "EdDSA";
+
+/// The claims of a Godel access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The user (`usr_…`).
+    pub sub: String,
+    /// The team the token acts in (`team_…`), when one was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The sign-in session (refresh-token family) it was issued in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    /// Unique per token.
+    pub jti: String,
+}
+
+/// A freshly signed access token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a verified access token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub user: UserId,
+    pub team: Option<TeamId>,
+    pub session: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A JSON Web Key Set (RFC 7517) of the keys that verify Godel access tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key as a JWK (RFC 8037).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// `OKP`
+    pub kty: String,
+    /// `Ed25519`
+    pub crv: String,
+    /// The public key, base64url without padding.
+    pub x: String,
+    pub kid: String,
+    /// `EdDSA`
+    pub alg: String,
+    /// `sig`
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+fn unauthenticated(why: &str) -> Error {
+    Error::unauthenticated(format!("invalid access token: {why}"))
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn chrono(d: std::time::Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}
+
+impl Auth {
+    /// The configured key-encryption key, if any.
+    fn key_encryption_key(&self) -> Result<Option<[u8; 32]>, Error> {
+        self.tokens
+            .signing_key_encryption_key
+            .as_ref()
+            .map(|text| seal::parse_key(text.expose()))
+            .transpose()
+            .map_err(|e| {
+                tracing::error!(error = %e, "tokens.signing_key_encryption_key is unusable");
+                Error::internal("the signing key is unusable")
+            })
+    }
+
+    /// Until when a key retired at `retired_at` still verifies.
+    fn verifies_until(&self, retired_at: DateTime<Utc>) -> DateTime<Utc> {
+        retired_at + chrono(self.tokens.access_ttl) + chrono(self.tokens.leeway)
+    }
+
+    fn still_verifies(&self, key: &signing_key::Model, at: DateTime<Utc>) -> bool {
+        key.retired_at.is_none_or(|r| self.verifies_until(r) > at)
+    }
+
+    /// The key that signs now, creating the first one when there is none. Returns
+    /// its `kid`.
+    pub async fn ensure_signing_key(&self) -> Result<String, Error> {
+        match self.current_signing_key().await? {
+            Some(key) => Ok(key.kid),
+            None => self.rotate_signing_key().await,
+        }
+    }
+
+    /// Makes a new key the signing key; the previous ones keep verifying until
+    /// their tokens have expired. Keys past that are deleted. Returns the new `kid`.
+    pub async fn rotate_signing_key(&self) -> Result<String, Error> {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+        let kid = format!("gdk_{}", uuid::Uuid::now_v7().simple());
+        let stored = seal::seal(&seed, &kid, self.key_encryption_key()?.as_ref()).map_err(|e| {
+            tracing::error!(error = %e, "sealing a new signing key failed");
+            Error::internal("creating a signing key failed")
+        })?;
+        let at = now();
+        let ttl = chrono(self.tokens.access_ttl) + chrono(self.tokens.leeway);
+        let new_kid = kid.clone();
+        self.write(move |txn| {
+            Box::pin(async move {
+                signing_key::Entity::update_many()
+                    .col_expr(
+                        signing_key::Column::RetiredAt,
+                        godel_store::sea_orm::sea_query::Expr::value(at),
+                    )
+                    .filter(signing_key::Column::RetiredAt.is_null())
+                    .exec(txn)
+                    .await
+                    .map_err(db_error("retiring signing keys"))?;
+                signing_key::Entity::delete_many()
+                    .filter(signing_key::Column::RetiredAt.lt(at - ttl))
+                    .exec(txn)
+                    .await
+                    .map_err(db_error("deleting expired signing keys"))?;
+                signing_key::ActiveModel {
+                    kid: ActiveValue::Set(new_kid),
+                    algorithm: ActiveValue::Set(ALGORITHM.to_owned()),
+                    private_key: ActiveValue::Set(stored),
+                    public_key: ActiveValue::Set(public.to_vec()),
+                    created_at: ActiveValue::Set(at),
+                    retired_at: ActiveValue::Set(None),
+                }
+                .insert(txn)
+                .await
+                .map_err(db_error("inserting a signing key"))?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(kid)
+    }
+
+    async fn current_signing_key(&self) -> Result<Option<signing_key::Model>, Error> {
+        signing_key::Entity::find()
+            .filter(signing_key::Column::RetiredAt.is_null())
+            .order_by_desc(signing_key::Column::CreatedAt)
+            .one(self.db.conn())
+            .await
+            .map_err(db_error("reading the signing key"))
+    }
+
+    /// The public keys that verify access tokens now, as a JWKS document.
+    pub async fn jwks(&self) -> Result<Jwks, Error> {
+        let at = now();
+        let keys = signing_key::Entity::find()
+            .order_by_desc(signing_key::Column::CreatedAt)
+            .all(self.db.conn())
+            .await
+            .map_err(db_error("reading signing keys"))?;
+        Ok(Jwks {
+            keys: keys
+                .into_iter()
+                .filter(|k| self.still_verifies(k, at))
+                .map(|k| Jwk {
+                    kty: "OKP".to_owned(),
+                    crv: "Ed25519".to_owned(),
+                    x: b64url(&k.public_key),
+                    kid: k.kid,
+                    alg: ALGORITHM.to_owned(),
+                    use_: "sig".to_owned(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Signs an access token for `user` (acting in `team`, within sign-in session
+    /// `session`), valid for the configured lifetime but never past `not_after`.
+    pub async fn issue_access_token(
+        &self,
+        user: UserId,
+        team: Option<TeamId>,
+        session: Option<String>,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<AccessToken, Error> {
+        let key = match self.current_signing_key().await? {
+            Some(key) => key,
+            None => {
+                self.rotate_signing_key().await?;
+                self.current_signing_key()
+                    .await?
+                    .ok_or_else(|| Error::internal("no signing key"))?
+            }
+        };
+        let issued = Utc::now();
+        let mut expires = issued + chrono(self.tokens.access_ttl);
+        if let Some(limit) = not_after {
+            expires = expires.min(limit);
+        }
+        let claims = AccessClaims {
+            iss: self.tokens.issuer.clone(),
+            aud: self.tokens.audience.clone(),
+            sub: user.to_string(),
+            team: team.map(|t| t.to_string()),
+            sid: session,
+            iat: issued.timestamp(),
+            nbf: issued.timestamp(),
+            exp: expires.timestamp(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let token = sign(&key, &claims, self.key_encryption_key()?.as_ref())?;
+        Ok(AccessToken {
+            token,
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(expires),
+        })
+    }
+
+    /// Verifies a Godel access token: header (`alg` EdDSA exactly, `typ` at+jwt, a
+    /// known `kid`), signature, `iss`, `aud`, `exp` and `nbf` (with leeway), and
+    /// the subject. Any failure is `unauthenticated`.
+    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedToken, Error> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed header"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(unauthenticated("algorithm not allowed"));
+        }
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Err(unauthenticated("not an access token"));
+        }
+        let kid = header.kid.ok_or_else(|| unauthenticated("no key id"))?;
+        let key = signing_key::Entity::find_by_id(kid)
+            .one(self.db.conn())
+            .await
+            .map_err(db_error("reading a signing key"))?
+            .filter(|k| self.still_verifies(k, now()))
+            .ok_or_else(|| unauthenticated("unknown key id"))?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.tokens.issuer]);
+        validation.set_audience(&[&self.tokens.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = self.tokens.leeway.as_secs();
+        let decoding = DecodingKey::from_ed_der(&key.public_key);
+        let data =
+            jsonwebtoken::decode::<AccessClaims>(token, &decoding, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                unauthenticated(match e.kind() {
+                    ErrorKind::ExpiredSignature => "expired",
+                    ErrorKind::ImmatureSignature => "not valid yet",
+                    ErrorKind::InvalidIssuer => "wrong issuer",
+                    ErrorKind::InvalidAudience => "wrong audience",
+                    ErrorKind::InvalidSignature => "bad signature",
+                    ErrorKind::InvalidAlgorithm => "algorithm not allowed",
+                    _ => "malformed",
+                })
+            })?;
+        let claims = data.claims;
+        let user = claims
+            .sub
+            .parse::<UserId>()
+            .map_err(|_| unauthenticated("subject is not a user"))?;
+        let team = claims
+            .team
+            .map(|t| t.parse::<TeamId>())
+            .transpose()
+            .map_err(|_| unauthenticated("bad team claim"))?;
+        Ok(VerifiedToken {
+            user,
+            team,
+            session: claims.sid,
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
+        })
+    }
+}
+
+fn sign(
+    key: &signing_key::Model,
+    claims: &AccessClaims,
+    kek: Option<&[u8; 32]>,
+) -> Result<String, Error> {
+    let seed = seal::open(&key.private_key, &key.kid, kek).map_err(|e| {
+        tracing::error!(error = %e, "the signing key cannot be opened");
+        Error::internal("the signing key is unreadable")
+    })?;
+    let der = SigningKey::from_bytes(&seed).to_pkcs8_der().map_err(|e| {
+        tracing::error!(kid = %key.kid, error = %e, "encoding the signing key failed");
+        Error::internal("the signing key is unreadable")
+    })?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).map_err(|e| {
+        tracing::error!(kid = %key.kid, error = %e, "signing an access token failed");
+        Error::internal("signing the access token failed")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use godel_store::DatabaseConfig;
+    use godel_test_utils::postgres::TestDb;
+
+    use super::*;
+    use crate::config::TokenConfig;
+    use crate::directory::UserIdentity;
+
+    struct Fixture {
+        auth: Auth,
+        user: UserId,
+        key: signing_key::Model,
+        _db: TestDb,
+    }
+
+    async fn fixture() -> Fixture {
+        let db = TestDb::sqlite();
+        let config = DatabaseConfig {
+            url: db.url.clone().into(),
+            ..DatabaseConfig::default()
+        };
+        let conn = godel_store::connect(&config).await.unwrap();
+        godel_store::migrate::<crate::Migrator>(&conn)
+            .await
+            .unwrap();
+        let auth = Auth::new(conn, None, TokenConfig::default());
+        let (user, _) = auth
+            .provision_user(&UserIdentity {
+                issuer: "https://idp.example".into(),
+                subject: "alice".into(),
+                email: "alice@example.com".into(),
+                display_name: "Alice".into(),
+            })
+            .await
+            .unwrap();
+        let kid = auth.ensure_signing_key().await.unwrap();
+        let key = signing_key::Entity::find_by_id(kid)
+            .one(auth.db.conn())
+            .await
+            .unwrap()
+            .unwrap();
+        Fixture {
+            auth,
+            user: user.id,
+            key,
+            _db: db,
+        }
+    }
+
+    impl Fixture {
+        fn claims(&self) -> AccessClaims {
+            let now = Utc::now().timestamp();
+            AccessClaims {
+                iss: "godel".into(),
+                aud: "godel-api".into(),
+                sub: self.user.to_string(),
+                team: None,
+                sid: None,
+                iat: now,
+                nbf: now,
+                exp: now + 600,
+                jti: "j".into(),
+            }
+        }
+
+        async fn rejects(&self, token: &str, what: &str) {
+            let err = self.auth.verify_access_token(token).await.unwrap_err();
+            assert_eq!(err.code, godel_error::ErrorCode::Unauthenticated, "{what}");
+            assert!(err.message.contains(what), "{what}: {}", err.message);
+        }
+    }
+
+    fn b64(json: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(json).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_signed_token_verifies_and_names_its_user_and_team() {
+        let f = fixture().await;
+        let team = TeamId::new();
+        let token = f
+            .auth
+            .issue_access_token(f.user, Some(team), Some("s1".into()), None)
+            .await
+            .unwrap();
+        let verified = f.auth.verify_access_token(&token.token).await.unwrap();
+        assert_eq!(verified.user, f.user);
+        assert_eq!(verified.team, Some(team));
+        assert_eq!(verified.session.as_deref(), Some("s1"));
+        let header = jsonwebtoken::decode_header(&token.token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some(f.key.kid.as_str()));
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    }
+
+    #[tokio::test]
+    async fn alg_none_in_any_case_is_rejected() {
+        let f = fixture().await;
+        let payload = b64(&serde_json::to_value(f.claims()).unwrap());
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            let header = b64(&serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": f.key.kid}));
+            for sig in ["", "AAAA"] {
+                f.auth
+                    .verify_access_token(&format!("{header}.{payload}.{sig}"))
+                    .await
+                    .unwrap_err();
+            }
+        }
+        // A header claiming EdDSA over an empty signature fails on the signature.
+        let header = b64(&serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": f.key.kid}));
+        f.rejects(&format!("{header}.{payload}."), "invalid access token")
+            .await;
+    }
+
+    #[tokio::test]
+    async fn hs256_signed_with_the_public_key_is_rejected() {
+        let f = fixture().await;
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(f.key.kid.clone());
+        let x = b64url(&f.key.public_key);
+        for secret in [f.key.public_key.clone(), x.into_bytes()] {
+            let token =
+                jsonwebtoken::encode(&header, &f.claims(), &EncodingKey::from_secret(&secret))
+                    .unwrap();
+            f.rejects(&token, "algorithm not allowed").await;
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_and_missing_kid_are_rejected() {
+        let f = fixture().await;
+        let mut other = f.key.clone();
+        other.kid = "gdk_unknown".into();
+        f.rejects(&sign(&other, &f.claims(), None).unwrap(), "unknown key id")
+            .await;
+        // A key that is not ours, under our kid: the signature does not verify.
+        let mut forged = f.key.clone();
+        forged.private_key = vec![7u8; 32];
+        f.rejects(&sign(&forged, &f.claims(), None).unwrap(), "bad signature")
+            .await;
+    }
+
+    #[tokio::test]
+    async fn wrong_issuer_audience_and_times_are_rejected() {
+        let f = fixture().await;
+        let now = Utc::now().timestamp();
+        let cases: Vec<(AccessClaims, &str)> = vec![
+            (
+                AccessClaims {
+                    iss: "https://evil.example".into(),
+                    ..f.claims()
+                },
+                "wrong issuer",
+            ),
+            (
+                AccessClaims {
+                    aud: "another-api".into(),
+                    ..f.claims()
+                },
+                "wrong audience",
+            ),
+            (
+                AccessClaims {
+                    exp: now - 120,
+                    iat: now - 1000,
+                    nbf: now - 1000,
+                    ..f.claims()
+                },
+                "expired",
+            ),
+            (
+                AccessClaims {
+                    nbf: now + 300,
+                    ..f.claims()
+                },
+                "not valid yet",
+            ),
+            (
+                AccessClaims {
+                    sub: TeamId::new().to_string(),
+                    ..f.claims()
+                },
+                "subject is not a user",
+            ),
+        ];
+        for (claims, what) in cases {
+            f.rejects(&sign(&f.key, &claims, None).unwrap(), what).await;
+        }
+        // Within the leeway (30 s) an expired token still passes.
+        let fresh_expired = AccessClaims {
+            exp: now - 5,
+            ..f.claims()
+        };
+        f.auth
+            .verify_access_token(&sign(&f.key, &fresh_expired, None).unwrap())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_tampered_payload_or_a_token_of_another_type_is_rejected() {
+        let f = fixture().await;
+        let token = sign(&f.key, &f.claims(), None).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut evil = f.claims();
+        evil.sub = UserId::new().to_string();
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&serde_json::to_value(&evil).unwrap()),
+            parts[2]
+        );
+        f.rejects(&tampered, "bad signature").await;
+
+        // An ID-token-shaped JWT (typ JWT) signed by the right key is no access token.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(f.key.kid.clone());
+        let der = SigningKey::from_bytes(&f.key.private_key.clone().try_into().unwrap())
+            .to_pkcs8_der()
+            .unwrap();
+        let id_token = jsonwebtoken::encode(
+            &header,
+            &f.claims(),
+            &EncodingKey::from_ed_der(der.as_bytes()),
+        )
+        .unwrap();
+        f.rejects(&id_token, "not an access token").await;
+        f.rejects("not.a.jwt", "malformed").await;
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
+        let f = fixture().await;
+        let old = f
+            .auth
+            .issue_access_token(f.user, None, None, None)
+            .await
+            .unwrap();
+        let new_kid = f.auth.rotate_signing_key().await.unwrap();
+        assert_ne!(new_kid, f.key.kid);
+        let new = f
+            .auth
+            .issue_access_token(f.user, None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&new.token).unwrap().kid,
+            Some(new_kid.clone())
+        );
+        f.auth.verify_access_token(&old.token).await.unwrap();
+        f.auth.verify_access_token(&new.token).await.unwrap();
+
+        let jwks = f.auth.jwks().await.unwrap();
+        let kids: Vec<&str> = jwks.keys.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, [new_kid.as_str(), f.key.kid.as_str()]);
+        let json = serde_json::to_value(&jwks).unwrap();
+        assert_eq!(json["keys"][0]["kty"], "OKP");
+        assert_eq!(json["keys"][0]["crv"], "Ed25519");
+        assert_eq!(json["keys"][0]["use"], "sig");
+        assert!(json["keys"][0].get("d").is_none(), "no private part");
+        // The published key verifies the token with a generic JWT library.
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(json["keys"][0].clone()).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&["godel-api"]);
+        jsonwebtoken::decode::<AccessClaims>(
+            &new.token,
+            &DecodingKey::from_jwk(&jwk).unwrap(),
+            &validation,
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_an_encryption_key_signing_keys_are_stored_sealed() {
+        let f = fixture().await;
+        let kek = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+        let sealed = Auth::new(
+            f.auth.db.clone(),
+            None,
+            TokenConfig {
+                signing_key_encryption_key: Some(kek.into()),
+                ..TokenConfig::default()
+            },
+        );
+        let kid = sealed.rotate_signing_key().await.unwrap();
+        let row = signing_key::Entity::find_by_id(kid)
+            .one(f.auth.db.conn())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.private_key.len(), 1 + 24 + 32 + 16);
+        assert!(!format!("{row:?}").contains("private_key"));
+        let token = sealed
+            .issue_access_token(f.user, None, None, None)
+            .await
+            .unwrap();
+        // Verifying needs only the public key: any `Auth` on the database can.
+        f.auth.verify_access_token(&token.token).await.unwrap();
+        // Signing with the sealed key needs the encryption key.
+        let err = f
+            .auth
+            .issue_access_token(f.user, None, None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, godel_error::ErrorCode::Internal);
+        let wrong = Auth::new(
+            f.auth.db.clone(),
+            None,
+            TokenConfig {
+                signing_key_encryption_key: Some(
+                    base64::engine::general_purpose::STANDARD
+                        .encode([4u8; 32])
+                        .into(),
+                ),
+                ..TokenConfig::default()
+            },
+        );
+        wrong
+            .issue_access_token(f.user, None, None, None)
+            .await
+            .unwrap_err();
+    }
+
+    #[tokio::test]
+    async fn a_key_retired_longer_than_a_token_lifetime_stops_verifying() {
+        let f = fixture().await;
+        let old = sign(&f.key, &f.claims(), None).unwrap();
+        f.auth.rotate_signing_key().await.unwrap();
+        // Pretend the rotation happened an access-token lifetime (+ leeway) ago.
+        let long_ago = now() - chrono(f.auth.tokens.access_ttl) - ChronoDuration::seconds(31);
+        signing_key::Entity::update_many()
+            .col_expr(
+                signing_key::Column::RetiredAt,
+                godel_store::sea_orm::sea_query::Expr::value(long_ago),
+            )
+            .filter(signing_key::Column::Kid.eq(f.key.kid.clone()))
+            .exec(f.auth.db.conn())
+            .await
+            .unwrap();
+        f.rejects(&old, "unknown key id").await;
+        let kids: Vec<String> = f
+            .auth
+            .jwks()
+            .await
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert!(!kids.contains(&f.key.kid));
+        // The next rotation deletes it.
+        f.auth.rotate_signing_key().await.unwrap();
+        assert!(
+            signing_key::Entity::find_by_id(f.key.kid.clone())
+                .one(f.auth.db.conn())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
