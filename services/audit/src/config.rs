@@ -1,5 +1,8 @@
 //! The audit service's configuration.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use godel_bus::{BusConfig, BusKind};
 use godel_config::Secret;
 use godel_runtime::ServerConfig;
@@ -16,6 +19,82 @@ pub struct AuditConfig {
     pub database: DatabaseConfig,
     pub bus: BusConfig,
     pub telemetry: TelemetryConfig,
+    pub checkpoint: CheckpointConfig,
+    pub redaction: RedactionConfig,
+}
+
+/// Signed checkpoints of the chain head, written outside the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Where checkpoint files go, one per checkpoint (`checkpoint-<sequence>.json`).
+    /// Keep it off the database's disk and out of reach of the database's users.
+    pub dir: PathBuf,
+    /// The Ed25519 signing key (hex seed), created with mode 0600 on first start; its
+    /// public key is written next to it as `<file>.pub`.
+    pub signing_key_file: PathBuf,
+    /// A checkpoint after at least this many new records (0: only on the timer).
+    pub every_records: u64,
+    /// A checkpoint at least this often while records arrive (`"1m"`).
+    #[serde(with = "godel_config::duration")]
+    pub interval: Duration,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/godel/audit/checkpoints"),
+            signing_key_file: PathBuf::from("/var/lib/godel/audit/checkpoint-signing.key"),
+            every_records: 1000,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What is replaced before a record is stored, and the key of the pseudonyms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// The pseudonym key. When unset, `key_file` is read (and created with mode 0600
+    /// on first start).
+    pub key: Option<Secret<String>>,
+    pub key_file: PathBuf,
+    /// Also replace IP addresses (in text and the `client_ip` field).
+    pub ip_addresses: bool,
+    /// Extra patterns, each replaced by `[<name>:<pseudonym>]`.
+    pub patterns: Vec<PatternConfig>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            key_file: PathBuf::from("/var/lib/godel/audit/pseudonym.key"),
+            ip_addresses: false,
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// A configured redaction pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternConfig {
+    /// Shown in the placeholder: 1-32 characters of a-z, 0-9 and `_`.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax).
+    pub regex: String,
+}
+
+impl AuditConfig {
+    /// Puts key files and checkpoints under `dir` (what `godel up` does with its data
+    /// directory).
+    pub fn with_data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.checkpoint.dir = dir.join("audit-checkpoints");
+        self.checkpoint.signing_key_file = dir.join("audit-checkpoint-signing.key");
+        self.redaction.key_file = dir.join("audit-pseudonym.key");
+        self
+    }
 }
 
 impl Default for AuditConfig {
@@ -35,6 +114,8 @@ impl Default for AuditConfig {
                 service_name: "godel-audit".to_owned(),
                 ..TelemetryConfig::default()
             },
+            checkpoint: CheckpointConfig::default(),
+            redaction: RedactionConfig::default(),
         }
     }
 }

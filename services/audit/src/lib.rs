@@ -3,16 +3,58 @@
 //! Owns (DESIGN.md §2): audit records, chain heads and checkpoints. A library with [`serve`] (production: its own
 //! database and NATS) and [`start`] (dependencies passed in, as `godel up` does with
 //! the in-process bus); `main.rs` only calls [`serve`].
+//!
+//! How the log is built:
+//!
+//! - **Storage** ([`Migrator`]): `audit_chain` holds, per record, its sequence (from 1,
+//!   without gaps), id, time, team, the digest of its payload and the chain hashes;
+//!   `audit_payload` holds the record's contents. The chain covers the payload only
+//!   through its digest, so retention and erasure may remove or scrub payload rows
+//!   and the chain still verifies (see [`canonical`] for the encoding).
+//! - **Append** ([`AuditLog::append`]): records are redacted ([`redact`]), then chained
+//!   in one transaction per batch, appenders serialized by an advisory lock
+//!   (PostgreSQL) or the write lock (SQLite); idempotent by record id.
+//! - **Checkpoints** ([`Checkpointer`]): Ed25519 signatures over (sequence, head hash,
+//!   time), one file each in `checkpoint.dir`, every `checkpoint.every_records`
+//!   records and every `checkpoint.interval`.
+//! - **Verify** ([`AuditLog::verify`]): walks the chain in pages and reports the first
+//!   damage ([`DamageKind`]).
+//! - **Append-only**: on PostgreSQL a trigger rejects UPDATE, DELETE and TRUNCATE on
+//!   `audit_chain`. Deployments should also `REVOKE UPDATE, DELETE, TRUNCATE ON
+//!   audit_chain` from the service's role, and keep the checkpoint directory and the
+//!   signing key where that role's database access cannot reach them.
 
+pub mod canonical;
+mod checkpoint;
 mod config;
+mod error;
+mod grpc;
+mod keys;
+mod log;
 mod migrations;
+mod record;
+pub mod redact;
+mod store;
+mod verify;
+
+use std::sync::Arc;
 
 use godel_backend::{Backend, BackendError};
+use godel_proto::audit::v1::audit_service_server::AuditServiceServer;
 use godel_runtime::{RunningService, Service};
 use tokio_util::sync::CancellationToken;
 
-pub use config::AuditConfig;
+pub use checkpoint::{Checkpoint, Checkpointer};
+pub use config::{AuditConfig, CheckpointConfig, PatternConfig, RedactionConfig};
+pub use error::AuditError;
 pub use godel_backend::Dependencies;
+pub use grpc::AuditGrpc;
+pub use keys::KeyError;
+pub use log::AuditLog;
+pub use migrations::Migrator;
+pub use record::{Actor, ActorKind, NewRecord, Outcome, Record, RecordBody};
+pub use store::{AppendOutcome, Filter};
+pub use verify::{DamageKind, Damaged, VerifyReport};
 
 /// The service name: health-check name, metrics label, outbox relay name.
 pub const SERVICE: &str = "audit";
@@ -22,6 +64,8 @@ pub const SERVICE: &str = "audit";
 pub enum Error {
     #[error("the audit service cannot start")]
     Backend(#[from] BackendError),
+    #[error("the audit log cannot be opened")]
+    Log(#[from] AuditError),
     #[error("the audit service failed")]
     Runtime(#[source] godel_runtime::RuntimeError),
 }
@@ -36,18 +80,49 @@ pub async fn serve(config: AuditConfig, shutdown: CancellationToken) -> Result<(
         .map_err(Error::Runtime)
 }
 
-/// Opens and migrates the database, then starts the listeners and the outbox relay.
-/// Returns once the service is listening; [`RunningService::wait`] waits for its end.
+/// Opens and migrates the database, loads the keys, then starts the listeners, the
+/// outbox relay and the checkpoint timer. Returns once the service is listening;
+/// [`RunningService::wait`] waits for its end.
 pub async fn start(
     config: AuditConfig,
     deps: Dependencies,
     shutdown: CancellationToken,
 ) -> Result<RunningService, Error> {
-    let backend = Backend::open::<migrations::Migrator>(SERVICE, &config.database, deps).await?;
-    let service = Service::new(SERVICE, config.server).reflection(godel_proto::FILE_DESCRIPTOR_SET);
+    let backend = Backend::open::<Migrator>(SERVICE, &config.database, deps).await?;
+    let log = Arc::new(AuditLog::open(backend.db().clone(), &config)?);
+    let interval = config.checkpoint.interval;
+    let timer_log = log.clone();
+    let service = Service::new(SERVICE, config.server)
+        .reflection(godel_proto::FILE_DESCRIPTOR_SET)
+        .grpc_service(AuditServiceServer::new(AuditGrpc::new(log)))
+        .background("audit-checkpoints", move |stop| async move {
+            checkpoint_timer(&timer_log, interval, stop).await;
+            Ok(())
+        });
     backend
         .install(service)
         .start(shutdown)
         .await
         .map_err(Error::Runtime)
+}
+
+/// Writes a checkpoint every `interval` (when records arrived) and a last one when
+/// stopped.
+async fn checkpoint_timer(log: &AuditLog, interval: std::time::Duration, stop: CancellationToken) {
+    loop {
+        if interval.is_zero() {
+            stop.cancelled().await;
+        } else {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        if let Err(err) = log.checkpoint().await {
+            tracing::warn!(error = %err, "writing an audit checkpoint failed");
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
 }

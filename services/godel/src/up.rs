@@ -165,7 +165,8 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
                 server: config.server(4),
                 database: config.database(data_dir, "audit"),
                 ..Default::default()
-            },
+            }
+            .with_data_dir(data_dir),
             godel_audit::Dependencies { bus: bus.clone() },
             shutdown.clone(),
         )

@@ -1,0 +1,857 @@
+//! The audit log end to end: every case runs on SQLite and on PostgreSQL (a fresh
+//! schema on the test server). Tampering is done directly in the database, the way
+//! an attacker with database (and on PostgreSQL, DDL) rights would.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use godel_audit::canonical::{Payload, parse_hash, record_hash};
+use godel_audit::{
+    Actor, ActorKind, AuditConfig, AuditLog, CheckpointConfig, DamageKind, Dependencies, Migrator,
+    NewRecord, Outcome, RecordBody, RedactionConfig,
+};
+use godel_bus::BusConfig;
+use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
+use godel_proto::audit::v1::{
+    AppendRequest, AuditFilter, AuditRecord, Damage, ExportRequest, Outcome as ProtoOutcome,
+    QueryRequest, VerifyRequest,
+};
+use godel_proto::common::v1::{Caller, PageRequest, SubjectKind};
+use godel_proto::pbjson_types::Timestamp;
+use godel_runtime::ServerConfig;
+use godel_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use godel_store::{DatabaseConfig, Db};
+use godel_test_utils::postgres::TestDb;
+use godel_types::{AuditRecordId, TeamId};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A migrated database, key files and a checkpoint directory for one test.
+struct Harness {
+    log: Arc<AuditLog>,
+    db: Db,
+    config: AuditConfig,
+    test_db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+const T0: i64 = 1_700_000_000;
+
+impl Harness {
+    async fn new(kind: Kind) -> Self {
+        Self::with_checkpoints_every(kind, 0).await
+    }
+
+    async fn with_checkpoints_every(kind: Kind, every_records: u64) -> Self {
+        let test_db = match kind {
+            Kind::Sqlite => TestDb::sqlite(),
+            Kind::Postgres => TestDb::postgres().await,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(&test_db, dir.path().to_owned(), every_records);
+        let db = godel_store::connect(&config.database).await.unwrap();
+        godel_store::migrate::<Migrator>(&db).await.unwrap();
+        let log = Arc::new(AuditLog::open(db.clone(), &config).unwrap());
+        Self {
+            log,
+            db,
+            config,
+            test_db,
+            _dir: dir,
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.test_db.is_postgres()
+    }
+
+    async fn finish(self) {
+        drop(self.log);
+        self.db.close().await.unwrap();
+        self.test_db.cleanup().await;
+    }
+
+    async fn exec(&self, sql: &str) {
+        self.db
+            .conn()
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// What an attacker with DDL rights does first on PostgreSQL.
+    async fn disable_trigger(&self) {
+        if self.is_postgres() {
+            self.exec("ALTER TABLE audit_chain DISABLE TRIGGER USER")
+                .await;
+        }
+    }
+
+    /// Appends `n` plain records one batch at a time of `batch`.
+    async fn fill(&self, n: usize, batch: usize) -> Vec<NewRecord> {
+        let records: Vec<_> = (0..n).map(|i| record(i, None)).collect();
+        for chunk in records.chunks(batch) {
+            let outcome = self.log.append(chunk.to_vec()).await.unwrap();
+            assert_eq!(outcome.appended as usize, chunk.len());
+        }
+        records
+    }
+
+    async fn texts(&self, sql: &str) -> Vec<String> {
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(Statement::from_string(self.backend(), sql))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "t").unwrap())
+            .collect()
+    }
+
+    async fn int(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .conn()
+            .query_one_raw(Statement::from_string(self.backend(), sql))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.conn().get_database_backend()
+    }
+
+    async fn expect_damage(&self, sequence: u64, kind: DamageKind, proto: Damage) {
+        let report = self.log.verify(0, 0).await.unwrap();
+        let damage = report
+            .damage
+            .clone()
+            .unwrap_or_else(|| panic!("verify found nothing: {report:?}"));
+        assert_eq!(
+            (damage.sequence, damage.kind),
+            (sequence, kind),
+            "{damage:?}"
+        );
+        assert_eq!(damage.kind.to_proto(), proto);
+        assert_eq!(report.records_checked, sequence - 1, "{report:?}");
+    }
+}
+
+fn config(test_db: &TestDb, dir: PathBuf, every_records: u64) -> AuditConfig {
+    AuditConfig {
+        server: ServerConfig::local(),
+        database: DatabaseConfig {
+            url: test_db.url.clone().into(),
+            schema: test_db.schema.clone(),
+            ..DatabaseConfig::default()
+        },
+        bus: BusConfig::default(),
+        checkpoint: CheckpointConfig {
+            dir: dir.join("checkpoints"),
+            signing_key_file: dir.join("signing.key"),
+            every_records,
+            interval: Duration::from_secs(3600),
+        },
+        redaction: RedactionConfig {
+            key_file: dir.join("pseudonym.key"),
+            ..RedactionConfig::default()
+        },
+        ..AuditConfig::default()
+    }
+}
+
+fn record(i: usize, team: Option<TeamId>) -> NewRecord {
+    NewRecord {
+        id: AuditRecordId::new(),
+        occurred_at: DateTime::from_timestamp(T0 + i as i64, 123_456_789).unwrap(),
+        team_id: team,
+        body: RecordBody {
+            actor: Actor {
+                kind: ActorKind::User,
+                subject_id: format!("usr_{:032x}", i % 3),
+                team_id: None,
+                roles: vec!["admin".to_owned()],
+            },
+            action: if i.is_multiple_of(2) {
+                "task.submit"
+            } else {
+                "api_key.revoke"
+            }
+            .to_owned(),
+            resource: format!("/v1/tasks/{i}"),
+            outcome: if i.is_multiple_of(5) {
+                Outcome::Denied
+            } else {
+                Outcome::Success
+            },
+            trace_id: format!("{:032x}", i + 1),
+            client_ip: "203.0.113.7".to_owned(),
+            details_json: format!(r#"{{"status":200,"n":{i}}}"#),
+        },
+    }
+}
+
+/// The proto form of `record`, for the gRPC API.
+fn proto(r: &NewRecord) -> AuditRecord {
+    AuditRecord {
+        id: r.id.to_string(),
+        occurred_at: Some(Timestamp::from(r.occurred_at)),
+        team_id: r.team_id.map(|t| t.to_string()).unwrap_or_default(),
+        actor: Some(Caller {
+            subject_kind: SubjectKind::User as i32,
+            subject_id: r.body.actor.subject_id.clone(),
+            team_id: String::new(),
+            roles: r.body.actor.roles.clone(),
+        }),
+        action: r.body.action.clone(),
+        resource: r.body.resource.clone(),
+        outcome: match r.body.outcome {
+            Outcome::Denied => ProtoOutcome::Denied,
+            _ => ProtoOutcome::Success,
+        } as i32,
+        trace_id: r.body.trace_id.clone(),
+        client_ip: r.body.client_ip.clone(),
+        details_json: r.body.details_json.clone(),
+        ..AuditRecord::default()
+    }
+}
+
+async fn appends_are_idempotent_by_record_id(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let records = h.fill(5, 5).await;
+    let mut again = records.clone();
+    again.push(record(5, None));
+    again.push(record(6, None));
+    let repeated = again[6].clone();
+    again.push(repeated); // repeated within the batch
+    let outcome = h.log.append(again).await.unwrap();
+    assert_eq!(
+        (outcome.appended, outcome.duplicates, outcome.head),
+        (2, 6, 7)
+    );
+    assert_eq!(h.int("SELECT count(*) AS n FROM audit_chain").await, 7);
+    assert_eq!(h.int("SELECT count(*) AS n FROM audit_payload").await, 7);
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.records_checked, 7);
+    h.finish().await;
+}
+
+async fn concurrent_appenders_build_a_gap_free_chain(kind: Kind) {
+    let h = Harness::with_checkpoints_every(kind, 25).await;
+    // A second pool on the same database: another replica of the service.
+    let replica_db = godel_store::connect(&h.config.database).await.unwrap();
+    let replica = Arc::new(AuditLog::open(replica_db.clone(), &h.config).unwrap());
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let log = if w % 2 == 0 {
+            h.log.clone()
+        } else {
+            replica.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            for b in 0..8 {
+                let batch: Vec<_> = (0..5).map(|i| record(w * 100 + b * 10 + i, None)).collect();
+                log.append(batch).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(h.int("SELECT count(*) AS n FROM audit_chain").await, 240);
+    assert_eq!(h.int("SELECT min(sequence) AS n FROM audit_chain").await, 1);
+    assert_eq!(
+        h.int("SELECT max(sequence) AS n FROM audit_chain").await,
+        240
+    );
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.records_checked, 240);
+    assert!(report.checkpoints_matched >= 1, "{report:?}");
+    drop(replica);
+    replica_db.close().await.unwrap();
+    h.finish().await;
+}
+
+async fn a_modified_payload_is_detected(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fill(10, 3).await;
+    h.exec("UPDATE audit_payload SET action = 'task.cancel' WHERE sequence = 4")
+        .await;
+    h.expect_damage(4, DamageKind::Modified, Damage::HashMismatch)
+        .await;
+    h.finish().await;
+}
+
+async fn a_modified_chain_entry_is_detected(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fill(10, 10).await;
+    h.disable_trigger().await;
+    h.exec("UPDATE audit_chain SET occurred_at = occurred_at + 1 WHERE sequence = 7")
+        .await;
+    h.expect_damage(7, DamageKind::Modified, Damage::HashMismatch)
+        .await;
+    h.finish().await;
+}
+
+async fn a_deleted_record_is_detected(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fill(10, 4).await;
+    h.disable_trigger().await;
+    h.exec("DELETE FROM audit_payload WHERE sequence = 5").await;
+    h.exec("DELETE FROM audit_chain WHERE sequence = 5").await;
+    h.expect_damage(5, DamageKind::Deleted, Damage::MissingRecord)
+        .await;
+    h.finish().await;
+}
+
+async fn swapped_records_are_detected(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fill(10, 10).await;
+    h.disable_trigger().await;
+    for table in ["audit_chain", "audit_payload"] {
+        h.exec(&format!(
+            "UPDATE {table} SET sequence = 1000 WHERE sequence = 3"
+        ))
+        .await;
+        h.exec(&format!(
+            "UPDATE {table} SET sequence = 3 WHERE sequence = 4"
+        ))
+        .await;
+        h.exec(&format!(
+            "UPDATE {table} SET sequence = 4 WHERE sequence = 1000"
+        ))
+        .await;
+    }
+    h.expect_damage(3, DamageKind::Reordered, Damage::BrokenLink)
+        .await;
+    h.finish().await;
+}
+
+async fn an_inserted_record_is_detected(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fill(10, 10).await;
+    h.disable_trigger().await;
+    // Make room at 6, then forge a well-formed record there, chained to record 5.
+    for table in ["audit_chain", "audit_payload"] {
+        h.exec(&format!(
+            "UPDATE {table} SET sequence = sequence + 1000 WHERE sequence >= 6"
+        ))
+        .await;
+        h.exec(&format!(
+            "UPDATE {table} SET sequence = sequence - 999 WHERE sequence >= 1000"
+        ))
+        .await;
+    }
+    let prev = h
+        .texts("SELECT hash AS t FROM audit_chain WHERE sequence = 5")
+        .await;
+    let prev = parse_hash(&prev[0]).unwrap();
+    let payload = Payload {
+        action: "team.delete".into(),
+        ..Payload::default()
+    };
+    let digest = payload.digest();
+    let id = AuditRecordId::new().to_string();
+    let hash = record_hash(&prev, 6, &id, T0 * 1_000_000_000, "", &digest);
+    h.exec(&format!(
+        "INSERT INTO audit_chain (sequence, record_id, occurred_at, team_id, payload_digest, prev_hash, hash) \
+         VALUES (6, '{id}', {}, '', '{}', '{}', '{}')",
+        T0 * 1_000_000_000,
+        hex::encode(digest),
+        hex::encode(prev),
+        hex::encode(hash)
+    ))
+    .await;
+    h.expect_damage(6, DamageKind::Inserted, Damage::BrokenLink)
+        .await;
+    h.finish().await;
+}
+
+async fn truncation_before_the_last_checkpoint_is_detected(kind: Kind) {
+    let h = Harness::with_checkpoints_every(kind, 5).await;
+    h.fill(10, 10).await; // checkpoint at 10
+    h.fill(2, 1).await; // 11, 12: not yet checkpointed
+    assert!(
+        h.config
+            .checkpoint
+            .dir
+            .join(format!("checkpoint-{:020}.json", 10))
+            .exists()
+    );
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.checkpoints_matched, 1);
+
+    h.disable_trigger().await;
+    h.exec("DELETE FROM audit_payload WHERE sequence >= 8")
+        .await;
+    h.exec("DELETE FROM audit_chain WHERE sequence >= 8").await;
+    h.expect_damage(8, DamageKind::Truncated, Damage::CheckpointMismatch)
+        .await;
+    h.finish().await;
+}
+
+async fn a_consistently_rewritten_tail_disagrees_with_the_checkpoint(kind: Kind) {
+    let h = Harness::with_checkpoints_every(kind, 4).await;
+    h.fill(4, 4).await; // checkpoint at 4
+    h.disable_trigger().await;
+    // Rewrite record 3's payload and recompute the hashes of 3 and 4, as someone
+    // who knows the encoding (but not the signing key) would.
+    h.exec("UPDATE audit_payload SET action = 'team.delete' WHERE sequence = 3")
+        .await;
+    let mut prev = parse_hash(
+        &h.texts("SELECT hash AS t FROM audit_chain WHERE sequence = 2")
+            .await[0],
+    )
+    .unwrap();
+    for seq in 3..=4u64 {
+        let records = h
+            .log
+            .query(&godel_audit::Filter::default(), 10, None)
+            .await
+            .unwrap()
+            .0;
+        let r = records.iter().find(|r| r.sequence == seq).unwrap();
+        let body = r.body.clone().unwrap();
+        let payload = Payload {
+            actor_kind: body.actor.kind.number(),
+            actor_id: body.actor.subject_id,
+            actor_team_id: String::new(),
+            actor_roles: body.actor.roles,
+            action: body.action,
+            resource: body.resource,
+            outcome: body.outcome.number(),
+            trace_id: body.trace_id,
+            client_ip: body.client_ip,
+            details: body.details_json,
+            redacted: false,
+        };
+        let digest = payload.digest();
+        let ns = r.occurred_at.timestamp_nanos_opt().unwrap();
+        let hash = record_hash(&prev, seq, &r.id.to_string(), ns, "", &digest);
+        h.exec(&format!(
+            "UPDATE audit_chain SET payload_digest = '{}', prev_hash = '{}', hash = '{}' WHERE sequence = {seq}",
+            hex::encode(digest),
+            hex::encode(prev),
+            hex::encode(hash)
+        ))
+        .await;
+        prev = hash;
+    }
+    h.expect_damage(
+        4,
+        DamageKind::CheckpointMismatch,
+        Damage::CheckpointMismatch,
+    )
+    .await;
+    h.finish().await;
+}
+
+async fn erased_payloads_keep_the_chain_verifiable(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fill(6, 6).await;
+    h.exec("DELETE FROM audit_payload WHERE sequence IN (2, 5)")
+        .await;
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records_checked, report.erased_payloads), (6, 2));
+    let part = h.log.verify(3, 5).await.unwrap();
+    assert!(part.ok(), "{part:?}");
+    assert_eq!(part.records_checked, 3);
+    h.finish().await;
+}
+
+const EMAIL: &str = "ada.lovelace@example.com";
+const OTHER_EMAIL: &str = "grace.hopper@example.org";
+const CARD: &str = "4111 1111 1111 1111";
+const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c3JfY2FuYXJ5In0.Zm9yZ2VkLXNpZ25hdHVyZQ";
+const BEARER: &str = "opaque.canary-token_123";
+const KEYS: &[&str] = &[
+    "sk-ant-api03-CanaryKey0123456789",
+    "ghp_CanaryToken0123456789abcdefXYZ",
+    "AKIAIOSFODNN7CANARY1",
+];
+
+async fn planted_secrets_never_reach_the_tables(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let mut a = record(1, None);
+    a.body.resource = format!("/v1/users/{EMAIL}");
+    a.body.details_json = serde_json::json!({
+        "card": CARD,
+        "header": format!("Authorization: Bearer {JWT}"),
+        "upstream": format!("Bearer {BEARER}"),
+        "keys": KEYS,
+        "note": format!("contact {EMAIL}"),
+    })
+    .to_string();
+    let mut b = record(2, None);
+    b.body.resource = format!("/v1/users/{EMAIL}");
+    let mut c = record(3, None);
+    c.body.resource = format!("/v1/users/{OTHER_EMAIL}");
+    let outcome = h.log.append(vec![a, b, c]).await.unwrap();
+    assert_eq!(outcome.appended, 3);
+
+    let raw = h
+        .texts(
+            "SELECT actor_id || '|' || action || '|' || resource || '|' || trace_id || '|' || \
+             client_ip || '|' || details || '|' || actor_roles AS t FROM audit_payload ORDER BY sequence",
+        )
+        .await;
+    let chain = h
+        .texts("SELECT record_id || team_id || payload_digest || hash AS t FROM audit_chain")
+        .await;
+    let all = format!("{raw:?}{chain:?}");
+    for canary in [
+        EMAIL,
+        OTHER_EMAIL,
+        CARD,
+        "4111111111111111",
+        JWT,
+        "eyJhbGci",
+        BEARER,
+    ]
+    .iter()
+    .chain(KEYS)
+    {
+        assert!(!all.contains(canary), "{canary} leaked into {all}");
+    }
+    let pseudonym = h.log.redactor().pseudonym(EMAIL);
+    let placeholder = format!("[email:{pseudonym}]");
+    assert!(raw[0].contains(&placeholder), "{}", raw[0]);
+    assert!(raw[1].contains(&placeholder), "{}", raw[1]);
+    assert!(raw[0].matches(&placeholder).count() == 2, "{}", raw[0]);
+    assert!(!raw[2].contains(&placeholder), "{}", raw[2]);
+    let other = format!("[email:{}]", h.log.redactor().pseudonym(OTHER_EMAIL));
+    assert!(raw[2].contains(&other), "{}", raw[2]);
+    assert_ne!(placeholder, other);
+    for kind in ["[card:", "[jwt:", "[bearer:", "[key:"] {
+        assert!(raw[0].contains(kind), "{kind} missing: {}", raw[0]);
+    }
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    h.finish().await;
+}
+
+async fn a_forged_checkpoint_file_is_detected(kind: Kind) {
+    let h = Harness::with_checkpoints_every(kind, 3).await;
+    h.fill(3, 3).await; // checkpoint at 3
+    h.fill(3, 3).await; // checkpoint at 6
+    let path = h
+        .config
+        .checkpoint
+        .dir
+        .join(format!("checkpoint-{:020}.json", 3));
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // Claim a later time: the signature no longer covers the file.
+    file["time_unix_nanos"] = serde_json::json!(1);
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    h.expect_damage(
+        3,
+        DamageKind::CheckpointMismatch,
+        Damage::CheckpointMismatch,
+    )
+    .await;
+    h.finish().await;
+}
+
+async fn verify_walks_many_pages(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let records: Vec<_> = (0..2100).map(|i| record(i, None)).collect();
+    for chunk in records.chunks(1000) {
+        h.log.append(chunk.to_vec()).await.unwrap();
+    }
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.records_checked, 2100);
+    h.exec("UPDATE audit_payload SET outcome = 3 WHERE sequence = 1500")
+        .await;
+    h.expect_damage(1500, DamageKind::Modified, Damage::HashMismatch)
+        .await;
+    h.finish().await;
+}
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Kind::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Kind::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    appends_are_idempotent_by_record_id,
+    concurrent_appenders_build_a_gap_free_chain,
+    a_modified_payload_is_detected,
+    a_modified_chain_entry_is_detected,
+    a_deleted_record_is_detected,
+    swapped_records_are_detected,
+    an_inserted_record_is_detected,
+    truncation_before_the_last_checkpoint_is_detected,
+    a_consistently_rewritten_tail_disagrees_with_the_checkpoint,
+    erased_payloads_keep_the_chain_verifiable,
+    planted_secrets_never_reach_the_tables,
+    a_forged_checkpoint_file_is_detected,
+    verify_walks_many_pages,
+    grpc_round_trip,
+);
+
+#[tokio::test]
+async fn postgres_rejects_update_delete_and_truncate_of_the_chain() {
+    let h = Harness::new(Kind::Postgres).await;
+    h.fill(3, 3).await;
+    for sql in [
+        "UPDATE audit_chain SET team_id = 'x' WHERE sequence = 2",
+        "DELETE FROM audit_chain WHERE sequence = 3",
+        "TRUNCATE audit_chain",
+    ] {
+        let err = h.db.conn().execute_unprepared(sql).await.unwrap_err();
+        assert!(
+            err.to_string().contains("audit_chain is append-only"),
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(h.int("SELECT count(*) AS n FROM audit_chain").await, 3);
+    assert!(h.log.verify(0, 0).await.unwrap().ok());
+    h.finish().await;
+}
+
+async fn grpc_round_trip(kind: Kind) {
+    let test_db = match kind {
+        Kind::Sqlite => TestDb::sqlite(),
+        Kind::Postgres => TestDb::postgres().await,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&test_db, dir.path().to_owned(), 10);
+    let deps = Dependencies::connect(&config.bus).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let running = godel_audit::start(config, deps, shutdown.clone())
+        .await
+        .unwrap();
+    let mut client = AuditServiceClient::connect(format!("http://{}", running.grpc_addr()))
+        .await
+        .unwrap();
+
+    let (team_a, team_b) = (TeamId::new(), TeamId::new());
+    let records: Vec<_> = (0..25)
+        .map(|i| {
+            proto(&record(
+                i,
+                Some(if i.is_multiple_of(2) { team_a } else { team_b }),
+            ))
+        })
+        .collect();
+    let appended = client
+        .append(AppendRequest {
+            records: records.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((appended.appended, appended.duplicates), (25, 0));
+    let again = client
+        .append(AppendRequest {
+            records: records[..3].to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.appended, again.duplicates), (0, 3));
+    let mut bad = records[0].clone();
+    bad.id = "tsk_not-an-audit-id".into();
+    let err = client
+        .append(AppendRequest { records: vec![bad] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("records[0].id"), "{err:?}");
+
+    // Team A, newest first, 5 a page.
+    let filter = AuditFilter {
+        team_id: team_a.to_string(),
+        ..AuditFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .query(QueryRequest {
+                filter: Some(filter.clone()),
+                page: Some(PageRequest {
+                    page_size: 5,
+                    page_token: token.clone(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        seen.extend(page.records);
+        token = page.page.unwrap().next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = records
+        .iter()
+        .step_by(2)
+        .rev()
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(
+        seen.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(seen.windows(2).all(|w| w[0].sequence > w[1].sequence));
+    assert_eq!(seen[0].occurred_at, records[24].occurred_at);
+    assert_eq!(seen[0].action, records[24].action);
+
+    // Other filters.
+    let count = |f: AuditFilter| {
+        let mut client = client.clone();
+        async move {
+            client
+                .query(QueryRequest {
+                    filter: Some(f),
+                    page: Some(PageRequest {
+                        page_size: 100,
+                        page_token: String::new(),
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .records
+                .len()
+        }
+    };
+    let by = |f: fn(&mut AuditFilter)| {
+        let mut filter = AuditFilter::default();
+        f(&mut filter);
+        filter
+    };
+    assert_eq!(count(by(|f| f.action = "task.".into())).await, 13);
+    assert_eq!(count(by(|f| f.action = "api_key.revoke".into())).await, 12);
+    assert_eq!(count(by(|f| f.action = "api_".into())).await, 0);
+    assert_eq!(
+        count(by(|f| f.outcome = ProtoOutcome::Denied as i32)).await,
+        5
+    );
+    assert_eq!(
+        count(by(|f| f.actor_id = format!("usr_{:032x}", 1))).await,
+        8
+    );
+    assert_eq!(count(by(|f| f.trace_id = format!("{:032x}", 8))).await, 1);
+    assert_eq!(count(by(|f| f.resource = "/v1/tasks/3".into())).await, 1);
+    assert_eq!(
+        count(by(|f| {
+            f.since = Some(Timestamp {
+                seconds: T0 + 10,
+                nanos: 0,
+            });
+            f.until = Some(Timestamp {
+                seconds: T0 + 20,
+                nanos: 0,
+            });
+        }))
+        .await,
+        10
+    );
+    let bad = client
+        .query(QueryRequest {
+            filter: None,
+            page: Some(PageRequest {
+                page_size: 1,
+                page_token: "not-a-token!".into(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    let verify = client
+        .verify(VerifyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{verify:?}");
+    assert_eq!(verify.records_checked, 25);
+
+    let mut stream = client
+        .export(ExportRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut exported = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        exported.push(r);
+    }
+    assert_eq!(
+        exported.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        records.iter().map(|r| r.id.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        exported.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        (1..=25).collect::<Vec<u64>>()
+    );
+    assert!(exported.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+
+    // Two more records: fewer than `every_records`, so only the checkpoint written at
+    // shutdown covers them.
+    let more = client
+        .append(AppendRequest {
+            records: vec![proto(&record(25, None)), proto(&record(26, None))],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(more.appended, 2);
+    let checkpoints = dir.path().join("checkpoints");
+    assert!(
+        checkpoints
+            .join(format!("checkpoint-{:020}.json", 25))
+            .exists()
+    );
+    assert!(
+        !checkpoints
+            .join(format!("checkpoint-{:020}.json", 27))
+            .exists()
+    );
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    assert!(
+        checkpoints
+            .join(format!("checkpoint-{:020}.json", 27))
+            .exists()
+    );
+    test_db.cleanup().await;
+}
