@@ -130,12 +130,14 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
     let cache = godel_cache::connect(&CacheConfig::default()).await?;
 
     let started = async {
+        let auth_config = godel_auth::AuthConfig {
+            server: config.server(1),
+            database: config.database(data_dir, "auth"),
+            ..Default::default()
+        };
+        let admin = godel_auth::bootstrap(&auth_config).await?;
         let auth = godel_auth::start(
-            godel_auth::AuthConfig {
-                server: config.server(1),
-                database: config.database(data_dir, "auth"),
-                ..Default::default()
-            },
+            auth_config,
             godel_auth::Dependencies { bus: bus.clone() },
             shutdown.clone(),
         )
@@ -190,17 +192,20 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
             shutdown.clone(),
         )
         .await?;
-        anyhow::Ok(vec![
-            ("gateway", gateway),
-            ("auth", auth),
-            ("scheduler", scheduler),
-            ("orchestrator", orchestrator),
-            ("audit", audit),
-        ])
+        anyhow::Ok((
+            vec![
+                ("gateway", gateway),
+                ("auth", auth),
+                ("scheduler", scheduler),
+                ("orchestrator", orchestrator),
+                ("audit", audit),
+            ],
+            admin,
+        ))
     }
     .await;
-    let services = match started {
-        Ok(services) => services,
+    let (services, admin) = match started {
+        Ok(started) => started,
         Err(err) => {
             // Stop whatever did start before reporting.
             shutdown.cancel();
@@ -208,7 +213,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         }
     };
 
-    print_banner(data_dir, &services);
+    print_banner(data_dir, &services, admin.as_ref());
 
     let mut running = JoinSet::new();
     for (name, service) in services {
@@ -231,9 +236,23 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
     }
 }
 
-fn print_banner(data_dir: &Path, services: &[(&str, RunningService)]) {
+fn print_banner(
+    data_dir: &Path,
+    services: &[(&str, RunningService)],
+    admin: Option<&godel_auth::BootstrapAdmin>,
+) {
     let gateway = services[0].1.http_addr();
     let mut out = format!("Godel is up: http://{gateway}\n\n");
+    match admin {
+        Some(admin) => out.push_str(&format!(
+            "First start: created the org-admin `{}`, the team `{}` and an org-admin\n\
+             API key. The key is shown only now; keep it:\n\n  {}\n\n",
+            admin.user.display_name, admin.team.name, admin.api_key.secret
+        )),
+        None => out.push_str(
+            "The org-admin API key was printed when this data directory was first used.\n\n",
+        ),
+    }
     for (name, service) in services {
         out.push_str(&format!(
             "  {name:<13} http://{}  grpc {}\n",

@@ -28,6 +28,8 @@ struct Up {
     child: Child,
     services: Vec<Listed>,
     gateway: String,
+    /// The org-admin API key, printed only on the first start of a data directory.
+    admin_key: Option<String>,
 }
 
 const GRACE: Duration = Duration::from_secs(10);
@@ -52,6 +54,7 @@ async fn start(data_dir: &Path) -> Up {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut services = Vec::new();
     let mut gateway = None;
+    let mut admin_key = None;
     let read = async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -62,6 +65,7 @@ async fn start(data_dir: &Path) -> Up {
                     http: http.to_string(),
                     grpc: format!("http://{grpc}"),
                 }),
+                [key] if key.starts_with("gdl_") => admin_key = Some(key.to_string()),
                 ["Stop", "with", "Ctrl-C."] => return,
                 _ => {}
             }
@@ -77,6 +81,7 @@ async fn start(data_dir: &Path) -> Up {
         child,
         services,
         gateway: gateway.expect("the banner names the gateway URL"),
+        admin_key,
     }
 }
 
@@ -156,6 +161,10 @@ async fn every_service_is_healthy_and_sigterm_stops_it_cleanly_keeping_data() {
 
     let up = start(data.path()).await;
     assert_all_healthy(&up).await;
+    let key = up
+        .admin_key
+        .clone()
+        .expect("the first start prints the admin API key");
     let status = stop(up).await;
     assert!(status.success(), "godel up exited with {status}");
 
@@ -164,9 +173,15 @@ async fn every_service_is_healthy_and_sigterm_stops_it_cleanly_keeping_data() {
         assert!(db.is_file(), "{} exists after shutdown", db.display());
     }
 
-    // Starting again on the same data: migrations find nothing to do, all healthy.
+    // Starting again on the same data: migrations find nothing to do, all healthy,
+    // and the admin created on the first start is still there (no second key).
     let up = start(data.path()).await;
     assert_all_healthy(&up).await;
+    assert_eq!(
+        up.admin_key, None,
+        "the key is printed once, not on every start"
+    );
+    assert!(key.len() > 40, "{key}");
     let status = stop(up).await;
     assert!(status.success(), "second run exited with {status}");
 }
