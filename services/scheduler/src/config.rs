@@ -86,6 +86,15 @@ pub struct QueueConfig {
     pub default_page_size: usize,
     /// Largest page size of listings.
     pub max_page_size: usize,
+    /// Most tasks one plan may have.
+    pub max_plan_tasks: usize,
+    /// An orchestrator whose last heartbeat is older than this is unhealthy: nothing
+    /// is placed on it (the TTL of [`Registry`](crate::registry::Registry)).
+    #[serde(with = "godel_config::duration")]
+    pub orchestrator_ttl: Duration,
+    /// How often the queue gauges (depth, age of the oldest queued task) are refreshed.
+    #[serde(with = "godel_config::duration")]
+    pub metrics_interval: Duration,
 }
 
 impl Default for QueueConfig {
@@ -105,6 +114,9 @@ impl Default for QueueConfig {
             max_payload_bytes: 256 * 1024,
             default_page_size: 100,
             max_page_size: 1_000,
+            max_plan_tasks: 1_000,
+            orchestrator_ttl: Duration::from_secs(15),
+            metrics_interval: Duration::from_secs(10),
         }
     }
 }

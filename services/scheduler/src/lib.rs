@@ -7,6 +7,7 @@
 mod config;
 mod migrations;
 pub mod queue;
+pub mod registry;
 
 use godel_backend::{Backend, BackendError};
 use godel_runtime::{RunningService, Service};
@@ -39,7 +40,7 @@ pub async fn serve(config: SchedulerConfig, shutdown: CancellationToken) -> Resu
 }
 
 /// Opens and migrates the database, then starts the listeners, the outbox relay and
-/// the sweeper of expired leases.
+/// the sweeper of expired leases and the refresher of the queue gauges.
 /// Returns once the service is listening; [`RunningService::wait`] waits for its end.
 pub async fn start(
     config: SchedulerConfig,
@@ -48,6 +49,7 @@ pub async fn start(
 ) -> Result<RunningService, Error> {
     let backend = Backend::open::<Migrator>(SERVICE, &config.database, deps).await?;
     let queue = queue::Queue::new(backend.db().clone(), backend.notifier(), config.queue);
+    let metrics_queue = queue.clone();
     let service = Service::new(SERVICE, config.server).reflection(godel_proto::FILE_DESCRIPTOR_SET);
     // Registered after the outbox relay, so shutdown stops it first and the relay
     // still publishes what its last sweep wrote.
@@ -55,6 +57,10 @@ pub async fn start(
         .install(service)
         .background("lease-sweeper", move |stop| async move {
             queue.run_sweeper(stop).await;
+            Ok(())
+        })
+        .background("queue-metrics", move |stop| async move {
+            metrics_queue.run_metrics(stop).await;
             Ok(())
         })
         .start(shutdown)

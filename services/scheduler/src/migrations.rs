@@ -1,12 +1,15 @@
 //! The scheduler service's schema migrations, applied in order on every start.
 
+mod create_plans;
 mod create_queue;
 
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
+pub(crate) use create_plans::CreatePlans;
 pub(crate) use create_queue::CreateQueue;
 
-/// Every migration of the scheduler's database, in order (the outbox, then the queue).
+/// Every migration of the scheduler's database, in order (the outbox, the queue, then plans and
+/// the orchestrator registry).
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -15,6 +18,10 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(godel_store::CreateOutbox), Box::new(CreateQueue)]
+        vec![
+            Box::new(godel_store::CreateOutbox),
+            Box::new(CreateQueue),
+            Box::new(CreatePlans),
+        ]
     }
 }

@@ -11,7 +11,9 @@
 mod dlq;
 mod events;
 mod lease;
-mod store;
+mod metrics;
+mod plans;
+pub(crate) mod store;
 mod task;
 pub mod wfq;
 
@@ -25,6 +27,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::QueueConfig;
 pub use events::EVENT_SOURCE;
+pub use metrics::{
+    COUNTED_STATES, DISPATCH_LATENCY, DISPATCHED, OLDEST_QUEUED_AGE, QUEUE_DEPTH, QueueStats,
+};
+pub use plans::{
+    MAX_PLAN_KEY_LEN, MAX_PLAN_NAME_LEN, NewPlan, Plan, PlanDetail, PlanState, PlanTask,
+    PlanTaskState,
+};
 pub use task::{
     Completion, DEFAULT_PRIORITY, DeadLetter, FailOutcome, LeasedTask, ListTasks,
     MAX_ATTEMPTS_LIMIT, MAX_IDEMPOTENCY_KEY_LEN, MAX_TASK_TYPE_LEN, NewTask, Page, Task, TaskError,
@@ -197,7 +206,9 @@ impl Queue {
                         out.push(task);
                         continue;
                     }
-                    let task = self.insert(&txn, team, t, now).await?;
+                    let task = self
+                        .insert(&txn, team, t, TaskState::Queued, None, now)
+                        .await?;
                     events.push(events::task_event(&task, None, "", now)?);
                     out.push(task);
                 }
@@ -265,6 +276,8 @@ impl Queue {
         txn: &DatabaseTransaction,
         team: TeamId,
         t: ValidTask,
+        state: TaskState,
+        plan_key: Option<&str>,
         now: i64,
     ) -> Result<Task, Error> {
         let id = TaskId::new();
@@ -274,8 +287,8 @@ impl Queue {
                 format!(
                     "INSERT INTO tasks (id, team_id, plan_id, task_type, priority, payload_json, \
                      idempotency_key, state, epoch, attempts, max_attempts, backoff_base_ms, \
-                     backoff_max_ms, not_before, created_at, updated_at) VALUES ($1, $2, $3, $4, \
-                     $5, $6, $7, 'queued', 0, 0, $8, $9, $10, $11, $11, $11) \
+                     backoff_max_ms, not_before, created_at, updated_at, plan_key) VALUES ($1, \
+                     $2, $3, $4, $5, $6, $7, $12, 0, 0, $8, $9, $10, $11, $11, $11, $13) \
                      RETURNING {TASK_COLUMNS}"
                 ),
                 [
@@ -294,6 +307,8 @@ impl Queue {
                         .div_euclid(1000)
                         .into(),
                     now.into(),
+                    state.as_str().into(),
+                    plan_key.map(str::to_owned).into(),
                 ],
             ))
             .await
@@ -374,8 +389,9 @@ impl Queue {
             .apply(&txn)
             .await?
             .ok_or_else(|| Error::aborted(format!("task {id} changed meanwhile; retry")))?;
-        let event = events::task_event(&task, Some(from), reason, now)?;
-        self.commit(txn, &[event]).await?;
+        let mut events = vec![events::task_event(&task, Some(from), reason, now)?];
+        events.extend(plans::after_finish(&txn, std::slice::from_ref(&task), now).await?);
+        self.commit(txn, &events).await?;
         Ok(task)
     }
 

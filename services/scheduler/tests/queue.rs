@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use godel_bus::memory::MemoryBus;
 use godel_error::{Error, ErrorCode};
-use godel_proto::events::v1::TaskEvent;
-use godel_proto::scheduler::v1::TaskState as ProtoState;
+use godel_proto::events::v1::{PlanEvent, TaskEvent};
+use godel_proto::scheduler::v1::{PlanState as ProtoPlanState, TaskState as ProtoState};
 use godel_scheduler::queue::{
-    Completion, FailOutcome, LeasedTask, ListTasks, NewTask, Queue, TaskState, TeamSettings,
+    Completion, FailOutcome, LeasedTask, ListTasks, NewPlan, NewTask, PlanDetail, PlanState,
+    PlanTask, Queue, TaskState, TeamSettings,
 };
+use godel_scheduler::registry::{Registration, Registry};
 use godel_scheduler::{Migrator, QueueConfig};
 use godel_store::sea_orm::{ConnectionTrait, Statement};
 use godel_store::{DatabaseConfig, Db, OutboxRelay, RelayConfig};
@@ -727,6 +729,562 @@ async fn every_change_writes_an_event(kind: Kind) {
     h.finish().await;
 }
 
+fn plan_of(name: &str, tasks: Vec<PlanTask>) -> NewPlan {
+    NewPlan {
+        name: name.to_owned(),
+        idempotency_key: None,
+        tasks,
+    }
+}
+
+/// The task of `detail` with plan key `key`.
+fn keyed(detail: &PlanDetail, key: &str) -> TaskId {
+    detail
+        .tasks
+        .iter()
+        .find(|t| t.task.plan_key.as_deref() == Some(key))
+        .unwrap()
+        .task
+        .id
+}
+
+/// The state of every task of the plan, by key.
+async fn plan_states(q: &Queue, team: TeamId, detail: &PlanDetail) -> HashMap<String, TaskState> {
+    q.get_plan(team, detail.plan.id)
+        .await
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| (t.task.plan_key.unwrap(), t.task.state))
+        .collect()
+}
+
+async fn lease_and_complete(q: &Queue, want: usize) -> Vec<TaskId> {
+    let leased = lease(q, 10).await;
+    assert_eq!(leased.len(), want, "{leased:?}");
+    for l in &leased {
+        q.complete(l.task.id, l.epoch, json!({})).await.unwrap();
+    }
+    leased.iter().map(|l| l.task.id).collect()
+}
+
+async fn diamond_plan_readiness(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let (detail, created) = h
+        .queue
+        .submit_plan(
+            team,
+            plan_of(
+                "diamond",
+                vec![
+                    PlanTask::new("d", task(4)).after(["b", "c"]),
+                    PlanTask::new("a", task(1)),
+                    PlanTask::new("b", task(2)).after(["a"]),
+                    PlanTask::new("c", task(3)).after(["a"]),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(detail.plan.state, PlanState::Running);
+    assert_eq!(detail.plan.task_count, 4);
+    let (a, b, c, d) = (
+        keyed(&detail, "a"),
+        keyed(&detail, "b"),
+        keyed(&detail, "c"),
+        keyed(&detail, "d"),
+    );
+    let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
+    let d_deps = &got
+        .tasks
+        .iter()
+        .find(|t| t.task.id == d)
+        .unwrap()
+        .depends_on;
+    assert_eq!(d_deps, &vec![b, c]);
+    assert_eq!(
+        detail
+            .tasks
+            .iter()
+            .find(|t| t.task.id == d)
+            .unwrap()
+            .depends_on,
+        vec![b, c]
+    );
+    assert_eq!(h.queue.dependencies(team, b).await.unwrap(), vec![a]);
+    let states = plan_states(&h.queue, team, &detail).await;
+    assert_eq!(states["a"], TaskState::Queued);
+    for key in ["b", "c", "d"] {
+        assert_eq!(states[key], TaskState::Blocked, "{key}");
+    }
+    // Only `a` is runnable; then `b` and `c`; `d` only after both.
+    assert_eq!(lease_and_complete(&h.queue, 1).await, vec![a]);
+    let states = plan_states(&h.queue, team, &detail).await;
+    assert_eq!(
+        (states["b"], states["c"], states["d"]),
+        (TaskState::Queued, TaskState::Queued, TaskState::Blocked)
+    );
+    let two = lease(&h.queue, 10).await;
+    assert_eq!(two.len(), 2);
+    h.queue
+        .complete(two[0].task.id, two[0].epoch, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        plan_states(&h.queue, team, &detail).await["d"],
+        TaskState::Blocked
+    );
+    assert!(lease(&h.queue, 10).await.is_empty());
+    h.queue
+        .complete(two[1].task.id, two[1].epoch, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(lease_and_complete(&h.queue, 1).await, vec![d]);
+    let done = h.queue.get_plan(team, detail.plan.id).await.unwrap();
+    assert_eq!(done.plan.state, PlanState::Succeeded);
+    assert_eq!((done.plan.succeeded_count, done.plan.task_count), (4, 4));
+    assert!(done.plan.finished_at.is_some());
+
+    // Events: each task announced blocked or queued, unblocked ones queued from
+    // blocked, the plan submitted then succeeded.
+    let rows = h.outbox().await;
+    let prefix = format!("godel.v1.team.{team}.");
+    let subjects: Vec<&str> = rows
+        .iter()
+        .map(|(s, _)| s.strip_prefix(&prefix).unwrap())
+        .collect();
+    assert_eq!(
+        &subjects[..5],
+        &[
+            "task.blocked",
+            "task.queued",
+            "task.blocked",
+            "task.blocked",
+            "plan.submitted"
+        ]
+    );
+    assert_eq!(subjects.last(), Some(&"plan.succeeded"));
+    assert_eq!(
+        subjects.iter().filter(|s| s.starts_with("plan.")).count(),
+        2
+    );
+    let unblocked: Vec<String> = rows
+        .iter()
+        .filter(|(s, _)| s.ends_with(".task.queued"))
+        .map(|(_, p)| {
+            godel_proto::cloudevent::decode::<TaskEvent>(p)
+                .unwrap()
+                .data
+        })
+        .filter(|e| e.from_state == ProtoState::Blocked as i32)
+        .map(|e| e.task_id)
+        .collect();
+    assert_eq!(unblocked.len(), 3, "{unblocked:?}");
+    assert_eq!(unblocked.last(), Some(&d.to_string()));
+    let (_, last) = rows.last().unwrap();
+    let ev = godel_proto::cloudevent::decode::<PlanEvent>(last).unwrap();
+    assert_eq!(ev.type_, "dev.godel.plan.succeeded.v1");
+    assert_eq!(ev.data.plan_id, detail.plan.id.to_string());
+    assert_eq!(
+        (
+            ProtoPlanState::try_from(ev.data.from_state).unwrap(),
+            ProtoPlanState::try_from(ev.data.to_state).unwrap(),
+            ev.data.succeeded_count,
+        ),
+        (ProtoPlanState::Running, ProtoPlanState::Succeeded, 4)
+    );
+    h.finish().await;
+}
+
+async fn plan_failure_cancels_dependents(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let (detail, _) = h
+        .queue
+        .submit_plan(
+            team,
+            plan_of(
+                "chain",
+                vec![
+                    PlanTask::new("build", task(1).max_attempts(1)),
+                    PlanTask::new("test", task(2)).after(["build"]),
+                    PlanTask::new("deploy", task(3)).after(["test"]),
+                    PlanTask::new("docs", task(4)),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let build = keyed(&detail, "build");
+    let leased = lease(&h.queue, 10).await;
+    assert_eq!(leased.len(), 2);
+    let l = leased.iter().find(|l| l.task.id == build).unwrap();
+    assert_eq!(
+        h.queue
+            .fail(build, l.epoch, "compile error", true)
+            .await
+            .unwrap(),
+        FailOutcome::DeadLettered
+    );
+    let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
+    for t in &got.tasks {
+        let key = t.task.plan_key.as_deref().unwrap();
+        match key {
+            "build" => assert_eq!(t.task.state, TaskState::DeadLettered),
+            "docs" => assert_eq!(t.task.state, TaskState::Leased),
+            _ => {
+                assert_eq!(t.task.state, TaskState::Cancelled, "{key}");
+                let reason = t.task.last_error.as_deref().unwrap();
+                assert!(reason.contains(&build.to_string()), "{reason}");
+                assert!(reason.contains("\"build\""), "{reason}");
+            }
+        }
+    }
+    // The plan finishes (failed) once its independent task is done too.
+    assert_eq!(got.plan.state, PlanState::Running);
+    let docs = leased.iter().find(|l| l.task.id != build).unwrap();
+    h.queue
+        .complete(docs.task.id, docs.epoch, json!({}))
+        .await
+        .unwrap();
+    let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
+    assert_eq!(got.plan.state, PlanState::Failed);
+    assert_eq!(
+        (
+            got.plan.succeeded_count,
+            got.plan.failed_count,
+            got.plan.cancelled_count
+        ),
+        (1, 1, 2)
+    );
+    let rows = h.outbox().await;
+    let cancelled: Vec<TaskEvent> = rows
+        .iter()
+        .filter(|(s, _)| s.ends_with(".task.cancelled"))
+        .map(|(_, p)| {
+            godel_proto::cloudevent::decode::<TaskEvent>(p)
+                .unwrap()
+                .data
+        })
+        .collect();
+    assert_eq!(cancelled.len(), 2);
+    assert!(
+        cancelled
+            .iter()
+            .all(|e| e.reason.contains(&build.to_string()))
+    );
+    assert!(
+        rows.last()
+            .unwrap()
+            .0
+            .ends_with(&format!("{team}.plan.failed"))
+    );
+
+    // Cancelling a plan task cancels what depends on it.
+    let (second, _) = h
+        .queue
+        .submit_plan(
+            team,
+            plan_of(
+                "second",
+                vec![
+                    PlanTask::new("a", task(5)),
+                    PlanTask::new("b", task(6)).after(["a"]),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    h.queue
+        .cancel(team, keyed(&second, "a"), "not needed")
+        .await
+        .unwrap();
+    let got = h.queue.get_plan(team, second.plan.id).await.unwrap();
+    assert_eq!(got.plan.state, PlanState::Cancelled);
+    assert!(
+        got.tasks
+            .iter()
+            .all(|t| t.task.state == TaskState::Cancelled)
+    );
+    h.finish().await;
+}
+
+async fn plan_validation_and_idempotency(kind: Kind) {
+    let config = QueueConfig {
+        max_plan_tasks: 3,
+        ..QueueConfig::default()
+    };
+    let h = Harness::with_config(kind, config).await;
+    let team = TeamId::new();
+    let cases = [
+        (
+            vec![
+                PlanTask::new("a", task(1)).after(["c"]),
+                PlanTask::new("b", task(2)).after(["a"]),
+                PlanTask::new("c", task(3)).after(["b"]),
+            ],
+            "cycle",
+        ),
+        (
+            vec![
+                PlanTask::new("a", task(1)),
+                PlanTask::new("b", task(2)).after(["nope"]),
+            ],
+            "tasks[1].depends_on[0]",
+        ),
+        (
+            vec![PlanTask::new("a", task(1)).after(["a"])],
+            "tasks[0].depends_on[0]",
+        ),
+        (
+            vec![PlanTask::new("a", task(1)), PlanTask::new("a", task(2))],
+            "tasks[1].key",
+        ),
+        (
+            (0..4)
+                .map(|i| PlanTask::new(format!("t{i}"), task(i)))
+                .collect(),
+            "tasks",
+        ),
+        (vec![], "tasks"),
+        (
+            vec![PlanTask::new("a", task(1).priority(0))],
+            "tasks[0].task.priority",
+        ),
+        (
+            vec![PlanTask::new("a", task(1).idempotency_key("k"))],
+            "tasks[0].task.idempotency_key",
+        ),
+    ];
+    for (tasks, field) in cases {
+        let err = h
+            .queue
+            .submit_plan(team, plan_of("bad", tasks))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err), ErrorCode::InvalidArgument, "{err:?}");
+        let got = err.field.as_deref().unwrap();
+        if field == "cycle" {
+            assert!(got.ends_with("].depends_on"), "{err:?}");
+            assert!(err.message.contains("cycle"), "{err:?}");
+            assert!(
+                ["\"a\"", "\"b\"", "\"c\""]
+                    .iter()
+                    .all(|k| err.message.contains(k)),
+                "{err:?}"
+            );
+        } else {
+            assert_eq!(got, field, "{err:?}");
+        }
+    }
+    assert!(
+        h.queue
+            .list(team, ListTasks::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let keyed_plan = |n: usize| NewPlan {
+        idempotency_key: Some("release-1".to_owned()),
+        ..plan_of(
+            "release",
+            vec![
+                PlanTask::new("a", task(n)),
+                PlanTask::new("b", task(2)).after(["a"]),
+            ],
+        )
+    };
+    let (first, created) = h.queue.submit_plan(team, keyed_plan(1)).await.unwrap();
+    assert!(created);
+    let (again, created) = h.queue.submit_plan(team, keyed_plan(1)).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.plan.id, first.plan.id);
+    assert_eq!(again.tasks.len(), 2);
+    let err = h.queue.submit_plan(team, keyed_plan(9)).await.unwrap_err();
+    assert_eq!(code(&err), ErrorCode::Conflict, "{err:?}");
+    assert_eq!(err.field.as_deref(), Some("idempotency_key"));
+    assert_eq!(
+        h.queue
+            .list(team, ListTasks::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    let err = h
+        .queue
+        .get_plan(TeamId::new(), first.plan.id)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), ErrorCode::NotFound, "team scopes plans");
+    h.finish().await;
+}
+
+fn registration(capacity: u32) -> Registration {
+    Registration {
+        id: OrchestratorId::new(),
+        capacity,
+        runtimes: vec!["process".to_owned()],
+        labels: [("zone".to_owned(), "a".to_owned())].into(),
+        endpoint: "http://127.0.0.1:1".to_owned(),
+        version: "test".to_owned(),
+    }
+}
+
+async fn orchestrator_registry_places_on_least_loaded(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let registry = Registry::new(h.db.clone(), Duration::from_secs(60));
+    let a = registry.register(registration(2)).await.unwrap();
+    let b = registry.register(registration(3)).await.unwrap();
+    assert!(a.healthy && b.healthy);
+    assert_eq!(
+        (a.load, a.runtimes.clone()),
+        (0, vec!["process".to_owned()])
+    );
+    assert_eq!(a.labels.get("zone").map(String::as_str), Some("a"));
+    let team = TeamId::new();
+    h.queue
+        .submit_batch(team, (0..6).map(task).collect())
+        .await
+        .unwrap();
+    // `a` takes two tasks: `b` is the least loaded.
+    let held = h.queue.lease(a.id, 2, LEASE).await.unwrap();
+    assert_eq!(registry.get(a.id).await.unwrap().load, 2);
+    assert_eq!(registry.place(1).await.unwrap().unwrap().id, b.id);
+    h.queue.lease(b.id, 3, LEASE).await.unwrap();
+    // Both full.
+    assert_eq!(registry.place(1).await.unwrap(), None);
+    h.queue
+        .complete(held[0].task.id, held[0].epoch, json!({}))
+        .await
+        .unwrap();
+    let placed = registry.place(1).await.unwrap().unwrap();
+    assert_eq!((placed.id, placed.load, placed.free()), (a.id, 1, 1));
+    assert_eq!(registry.place(2).await.unwrap(), None);
+    // Draining (or unknown) instances get nothing.
+    assert!(registry.heartbeat(a.id, 2, 1, true).await.unwrap());
+    assert_eq!(registry.place(1).await.unwrap(), None);
+    assert!(
+        !registry
+            .heartbeat(OrchestratorId::new(), 1, 0, false)
+            .await
+            .unwrap()
+    );
+    // Re-registering updates what the instance said.
+    let again = registry
+        .register(Registration {
+            capacity: 5,
+            ..registration(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(registry.list().await.unwrap().len(), 3);
+    assert_eq!(registry.place(5).await.unwrap().unwrap().id, again.id);
+    let err = registry
+        .register(Registration {
+            runtimes: vec![String::new()],
+            ..registration(1)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("runtimes[0]"), "{err:?}");
+    h.finish().await;
+}
+
+async fn silent_orchestrators_are_unhealthy(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let registry = Registry::new(h.db.clone(), Duration::from_millis(300));
+    let a = registry.register(registration(4)).await.unwrap();
+    assert_eq!(registry.place(1).await.unwrap().map(|o| o.id), Some(a.id));
+    eventually("the instance to become unhealthy", WAIT, || async {
+        (!registry.get(a.id).await.unwrap().healthy).then_some(())
+    })
+    .await;
+    assert_eq!(registry.place(1).await.unwrap(), None);
+    assert!(registry.heartbeat(a.id, 4, 0, false).await.unwrap());
+    let back = registry.get(a.id).await.unwrap();
+    assert!(back.healthy);
+    assert!(back.last_heartbeat > a.last_heartbeat);
+    assert_eq!(registry.place(1).await.unwrap().map(|o| o.id), Some(a.id));
+    h.finish().await;
+}
+
+async fn queue_stats_behind_the_gauges(kind: Kind) {
+    let config = QueueConfig {
+        retry_backoff_base: Duration::from_secs(600),
+        retry_backoff_max: Duration::from_secs(600),
+        ..QueueConfig::default()
+    };
+    let h = Harness::with_config(kind, config).await;
+    let (a, b, c) = (TeamId::new(), TeamId::new(), TeamId::new());
+    h.queue
+        .submit_batch(a, (0..4).map(task).collect())
+        .await
+        .unwrap();
+    let leased = lease(&h.queue, 2).await;
+    h.queue
+        .heartbeat(leased[0].task.id, leased[0].epoch, LEASE)
+        .await
+        .unwrap();
+    h.queue
+        .submit_plan(
+            b,
+            plan_of(
+                "p",
+                vec![
+                    PlanTask::new("x", task(1).max_attempts(1)),
+                    PlanTask::new("y", task(2)).after(["x"]),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    // `c`'s only queued task waits for its backoff: not runnable, so no age.
+    let t = h.queue.submit(c, task(9)).await.unwrap();
+    let stats = h.queue.stats().await.unwrap();
+    assert_eq!(stats.count(a, TaskState::Queued), 2);
+    assert_eq!(stats.count(a, TaskState::Leased), 1);
+    assert_eq!(stats.count(a, TaskState::Running), 1);
+    assert_eq!(stats.count(b, TaskState::Queued), 1);
+    assert_eq!(stats.count(b, TaskState::Blocked), 1);
+    let x = lease(&h.queue, 10).await;
+    let c_lease = x.iter().find(|l| l.task.id == t.id).unwrap();
+    h.queue
+        .fail(t.id, c_lease.epoch, "flaky", true)
+        .await
+        .unwrap();
+    let bx = x.iter().find(|l| l.task.team_id == b).unwrap();
+    h.queue
+        .fail(bx.task.id, bx.epoch, "broken", true)
+        .await
+        .unwrap();
+    let stats = h.queue.stats().await.unwrap();
+    assert_eq!(stats.count(b, TaskState::DeadLettered), 1);
+    assert_eq!(stats.count(b, TaskState::Blocked), 0);
+    assert_eq!(stats.count(b, TaskState::Queued), 0);
+    assert_eq!(stats.count(c, TaskState::Queued), 1);
+    assert_eq!(stats.count(a, TaskState::Leased), 3, "{stats:?}");
+    assert!(!stats.oldest_queued.contains_key(&c), "{stats:?}");
+    assert!(!stats.oldest_queued.contains_key(&b), "{stats:?}");
+    // `a`'s queued tasks age with the database clock.
+    h.queue.submit(a, task(5)).await.unwrap();
+    eventually("the oldest queued task to age", WAIT, || async {
+        let stats = h.queue.stats().await.unwrap();
+        stats
+            .oldest_queued
+            .get(&a)
+            .filter(|age| **age >= Duration::from_millis(200))
+            .map(|_| ())
+    })
+    .await;
+    h.finish().await;
+}
+
 /// Several claimers on their own pools race over a few hundred tasks: each task is
 /// leased exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -762,6 +1320,77 @@ async fn concurrent_claimers_never_share_a_task() {
     let unique: HashSet<TaskId> = all.iter().map(|(id, _)| *id).collect();
     assert_eq!(unique.len(), 300, "a task was leased twice");
     assert!(all.iter().all(|(_, epoch)| *epoch == 1));
+    h.finish().await;
+}
+
+/// Replicas complete the many dependencies of one task concurrently: whichever
+/// commits last queues it, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_completions_unblock_a_dependent_once() {
+    let h = Harness::new(Kind::Postgres).await;
+    let team = TeamId::new();
+    let roots: Vec<String> = (0..24).map(|i| format!("r{i}")).collect();
+    let mut tasks: Vec<PlanTask> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, k)| PlanTask::new(k.clone(), task(i)))
+        .collect();
+    tasks.push(PlanTask::new("sink", task(99)).after(roots.iter().cloned()));
+    let (detail, _) = h
+        .queue
+        .submit_plan(team, plan_of("fan-in", tasks))
+        .await
+        .unwrap();
+    let sink = keyed(&detail, "sink");
+    let leased = lease(&h.queue, 100).await;
+    assert_eq!(leased.len(), 24);
+    // Each replica completes its share in one transaction, all at once.
+    let start = Arc::new(tokio::sync::Barrier::new(6));
+    let mut handles = Vec::new();
+    for chunk in leased.chunks(4) {
+        let q = h.replica().await;
+        let start = start.clone();
+        let completions: Vec<Completion> = chunk
+            .iter()
+            .map(|l| Completion {
+                task_id: l.task.id,
+                epoch: l.epoch,
+                result: json!({}),
+            })
+            .collect();
+        handles.push(tokio::spawn(async move {
+            start.wait().await;
+            let outcomes = q.complete_many(completions).await.unwrap();
+            assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert_eq!(
+        h.queue.get(team, sink).await.unwrap().state,
+        TaskState::Queued
+    );
+    let sink_queued = h
+        .outbox()
+        .await
+        .iter()
+        .filter(|(s, _)| s.ends_with(".task.queued"))
+        .map(|(_, p)| {
+            godel_proto::cloudevent::decode::<TaskEvent>(p)
+                .unwrap()
+                .data
+        })
+        .filter(|e| e.task_id == sink.to_string())
+        .count();
+    assert_eq!(sink_queued, 1);
+    assert_eq!(lease_and_complete(&h.queue, 1).await, vec![sink]);
+    let rows = h.outbox().await;
+    let finished = rows
+        .iter()
+        .filter(|(s, _)| s.ends_with(".plan.succeeded"))
+        .count();
+    assert_eq!(finished, 1);
     h.finish().await;
 }
 
@@ -832,6 +1461,12 @@ cases!(sqlite => Sqlite:
     retry_backoff_and_dead_letters,
     cancel_and_list,
     every_change_writes_an_event,
+    diamond_plan_readiness,
+    plan_failure_cancels_dependents,
+    plan_validation_and_idempotency,
+    orchestrator_registry_places_on_least_loaded,
+    silent_orchestrators_are_unhealthy,
+    queue_stats_behind_the_gauges,
 );
 
 cases!(postgres => Postgres:
@@ -848,4 +1483,10 @@ cases!(postgres => Postgres:
     retry_backoff_and_dead_letters,
     cancel_and_list,
     every_change_writes_an_event,
+    diamond_plan_readiness,
+    plan_failure_cancels_dependents,
+    plan_validation_and_idempotency,
+    orchestrator_registry_places_on_least_loaded,
+    silent_orchestrators_are_unhealthy,
+    queue_stats_behind_the_gauges,
 );

@@ -1,14 +1,15 @@
-//! `task.<state>` events: a `godel.events.v1.TaskEvent` in a CloudEvents envelope,
-//! written to the outbox in the transaction that made the change.
+//! `task.<state>` and `plan.<event>` events: a `godel.events.v1.TaskEvent` or
+//! `PlanEvent` in a CloudEvents envelope, written to the outbox in the transaction that made the change.
 
 use godel_backend::outbox_event;
 use godel_bus::Subject;
 use godel_error::Error;
 use godel_proto::cloudevent;
-use godel_proto::events::v1::TaskEvent;
+use godel_proto::events::v1::{PlanEvent, TaskEvent};
 use godel_store::OutboxEvent;
 use godel_types::EventId;
 
+use super::plans::{Plan, PlanState};
 use super::store::time;
 use super::task::{Task, TaskState};
 
@@ -52,6 +53,49 @@ pub(crate) fn task_event(
         Error::internal("cannot encode a task event")
     })?;
     let mut event = outbox_event(Subject::task(task.team_id, to.as_str()), payload);
+    event.id = id;
+    Ok(event)
+}
+
+/// The `plan.<event>` event about `plan` (as it is after the change): `submitted` when
+/// `from` is `None`, the new state otherwise.
+pub(crate) fn plan_event(
+    plan: &Plan,
+    from: Option<PlanState>,
+    reason: &str,
+    now: i64,
+) -> Result<OutboxEvent, Error> {
+    let occurred_at = time(now);
+    let name = match from {
+        None => "submitted",
+        Some(_) => plan.state.as_str(),
+    };
+    let data = PlanEvent {
+        team_id: plan.team_id.to_string(),
+        plan_id: plan.id.to_string(),
+        from_state: from.map_or(0, |s| s.to_proto() as i32),
+        to_state: plan.state.to_proto() as i32,
+        task_count: plan.task_count,
+        succeeded_count: plan.succeeded_count,
+        failed_count: plan.failed_count,
+        cancelled_count: plan.cancelled_count,
+        reason: reason.to_owned(),
+        occurred_at: Some(godel_proto::convert::to_timestamp(occurred_at)),
+    };
+    let id = EventId::new();
+    let payload = cloudevent::encode(
+        id,
+        EVENT_SOURCE,
+        &cloudevent::event_type("plan", name),
+        &plan.id.to_string(),
+        occurred_at,
+        &data,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot encode a plan event");
+        Error::internal("cannot encode a plan event")
+    })?;
+    let mut event = outbox_event(Subject::plan(plan.team_id, name), payload);
     event.id = id;
     Ok(event)
 }

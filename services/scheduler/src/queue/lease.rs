@@ -13,7 +13,7 @@ use godel_types::{OrchestratorId, TaskId, TeamId};
 use super::store::{self, TASK_COLUMNS, Transition, db_err, get, stmt};
 use super::task::{self, Completion, FailOutcome, LeasedTask, Task, TaskState};
 use super::wfq::{Candidate, FairQueue, Lane};
-use super::{Queue, events, positive, read_vtime};
+use super::{Queue, events, metrics, plans, positive, read_vtime};
 
 /// First half of the PostgreSQL advisory-lock key that serializes claims (the second
 /// is the schema's hash), so the WFQ clock and per-team limits see one claim at a time.
@@ -99,14 +99,16 @@ impl Queue {
             .map(|t| events::task_event(t, Some(TaskState::Queued), "", now))
             .collect::<Result<Vec<_>, _>>()?;
         self.commit(txn, &events).await?;
-        Ok(tasks
+        let leased: Vec<LeasedTask> = tasks
             .into_iter()
             .map(|task| LeasedTask {
                 epoch: task.epoch,
                 lease_expires_at: store::time(expires),
                 task,
             })
-            .collect())
+            .collect();
+        metrics::record_dispatch(&leased, now);
+        Ok(leased)
     }
 
     /// One lane per team with ready tasks and room under its concurrency limit,
@@ -246,6 +248,7 @@ impl Queue {
         let now = store::db_now(&txn).await?;
         let mut outcomes = Vec::with_capacity(completions.len());
         let mut events = Vec::new();
+        let mut finished = Vec::new();
         for c in completions {
             let current = match store::load_task(&txn, c.task_id, None, true).await? {
                 Some(t) if t.state == TaskState::Succeeded && t.epoch == c.epoch => {
@@ -268,11 +271,13 @@ impl Queue {
             match change.apply(&txn).await? {
                 Some(updated) => {
                     events.push(events::task_event(&updated, Some(current.state), "", now)?);
+                    finished.push(updated);
                     outcomes.push(Ok(()));
                 }
                 None => outcomes.push(Err(raced(c.task_id))),
             }
         }
+        events.extend(plans::after_finish(&txn, &finished, now).await?);
         self.commit(txn, &events).await?;
         Ok(outcomes)
     }
@@ -318,8 +323,16 @@ impl Queue {
             let updated = change.apply(&txn).await?.ok_or_else(|| raced(task))?;
             (updated, FailOutcome::DeadLettered)
         };
-        let event = events::task_event(&updated, Some(current.state), error, now)?;
-        self.commit(txn, &[event]).await?;
+        let mut events = vec![events::task_event(
+            &updated,
+            Some(current.state),
+            error,
+            now,
+        )?];
+        if outcome == FailOutcome::DeadLettered {
+            events.extend(plans::after_finish(&txn, std::slice::from_ref(&updated), now).await?);
+        }
+        self.commit(txn, &events).await?;
         Ok(outcome)
     }
 
@@ -348,6 +361,7 @@ impl Queue {
             .map_err(db_err("finding expired leases"))?;
         let expired = store::tasks_from_rows(&rows)?;
         let mut events = Vec::with_capacity(expired.len());
+        let mut dead = Vec::new();
         const REASON: &str = "lease expired";
         for current in &expired {
             store::record_error(&txn, current, REASON, true, now).await?;
@@ -366,9 +380,13 @@ impl Queue {
                     REASON,
                     now,
                 )?);
+                if updated.state == TaskState::DeadLettered {
+                    dead.push(updated);
+                }
             }
         }
         let n = events.len();
+        events.extend(plans::after_finish(&txn, &dead, now).await?);
         self.commit(txn, &events).await?;
         if n > 0 {
             tracing::info!(requeued = n, "expired leases swept");

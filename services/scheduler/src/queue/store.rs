@@ -15,7 +15,7 @@ use super::task::{Task, TaskError, TaskState, TeamSettings};
 pub(crate) const TASK_COLUMNS: &str = "seq, id, team_id, plan_id, task_type, priority, \
     payload_json, idempotency_key, state, epoch, lease_owner, lease_expires_at, attempts, \
     max_attempts, backoff_base_ms, backoff_max_ms, not_before, created_at, updated_at, \
-    last_error, result_json";
+    last_error, result_json, plan_key";
 
 /// Logs a database failure and turns it into the error the caller sees.
 pub(crate) fn db_err(operation: &'static str) -> impl FnOnce(DbErr) -> Error {
@@ -94,12 +94,12 @@ pub(crate) fn get<T: godel_store::sea_orm::TryGetable>(
     })
 }
 
-fn corrupt(what: &str, value: &str) -> Error {
+pub(crate) fn corrupt(what: &str, value: &str) -> Error {
     tracing::error!(column = what, value, "corrupt task row");
     Error::internal(format!("corrupt `{what}` in the task store"))
 }
 
-fn parse_id<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, Error> {
+pub(crate) fn parse_id<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, Error> {
     s.parse().map_err(|_| corrupt(what, s))
 }
 
@@ -143,6 +143,7 @@ pub(crate) fn task_from_row(row: &QueryResult) -> Result<Task, Error> {
         updated_at: time(get(row, "updated_at")?),
         last_error: get(row, "last_error")?,
         result: result.map(|r| parse_json("result_json", &r)).transpose()?,
+        plan_key: get(row, "plan_key")?,
     })
 }
 

@@ -238,6 +238,8 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub result: Option<serde_json::Value>,
+    /// The task's key within its plan; `None` for a standalone task.
+    pub plan_key: Option<String>,
     /// Submission order.
     pub(crate) seq: i64,
 }
