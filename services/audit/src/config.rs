@@ -8,6 +8,7 @@ use godel_config::Secret;
 use godel_runtime::ServerConfig;
 use godel_store::DatabaseConfig;
 use godel_telemetry::TelemetryConfig;
+use godel_types::TeamId;
 use serde::{Deserialize, Serialize};
 
 /// Every setting of the audit service. Defaults are the production shape:
@@ -21,6 +22,7 @@ pub struct AuditConfig {
     pub telemetry: TelemetryConfig,
     pub checkpoint: CheckpointConfig,
     pub redaction: RedactionConfig,
+    pub retention: RetentionConfig,
 }
 
 /// Signed checkpoints of the chain head, written outside the database.
@@ -86,6 +88,42 @@ pub struct PatternConfig {
     pub regex: String,
 }
 
+/// How long record payloads are kept. Expired payloads are removed; their chain
+/// entries stay, so the chain still verifies (and reports them as erased).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The period of every team without an override, and of records without a team
+    /// (`"365d"`; 0: kept forever).
+    #[serde(with = "godel_config::duration")]
+    pub period: Duration,
+    /// Per-team periods overriding `period`.
+    pub teams: Vec<TeamRetention>,
+    /// How often expired payloads are removed (0: never by the service).
+    #[serde(with = "godel_config::duration")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            period: Duration::ZERO,
+            teams: Vec::new(),
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// One team's retention period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamRetention {
+    pub team_id: TeamId,
+    /// 0: kept forever.
+    #[serde(with = "godel_config::duration")]
+    pub period: Duration,
+}
+
 impl AuditConfig {
     /// Puts key files and checkpoints under `dir` (what `godel up` does with its data
     /// directory).
@@ -116,6 +154,7 @@ impl Default for AuditConfig {
             },
             checkpoint: CheckpointConfig::default(),
             redaction: RedactionConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

@@ -19,6 +19,12 @@
 //!   records and every `checkpoint.interval`.
 //! - **Verify** ([`AuditLog::verify`]): walks the chain in pages and reports the first
 //!   damage ([`DamageKind`]).
+//! - **Intake** ([`intake`]): a durable bus consumer records every team event,
+//!   idempotent by the event id, acked only after the append committed.
+//! - **Retention and erasure** ([`AuditLog::apply_retention`], on a timer, and
+//!   [`AuditLog::erase_subject`]): remove expired payloads or scrub one person's data
+//!   from payloads; the chain rows stay, so `verify` stays green and counts them as
+//!   erased. Both append a record of what they did (never the removed data).
 //! - **Append-only**: on PostgreSQL a trigger rejects UPDATE, DELETE and TRUNCATE on
 //!   `audit_chain`. Deployments should also `REVOKE UPDATE, DELETE, TRUNCATE ON
 //!   audit_chain` from the service's role, and keep the checkpoint directory and the
@@ -29,6 +35,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod grpc;
+pub mod intake;
 mod keys;
 mod log;
 mod migrations;
@@ -45,12 +52,14 @@ use godel_runtime::{RunningService, Service};
 use tokio_util::sync::CancellationToken;
 
 pub use checkpoint::{Checkpoint, Checkpointer};
-pub use config::{AuditConfig, CheckpointConfig, PatternConfig, RedactionConfig};
+pub use config::{
+    AuditConfig, CheckpointConfig, PatternConfig, RedactionConfig, RetentionConfig, TeamRetention,
+};
 pub use error::AuditError;
 pub use godel_backend::Dependencies;
 pub use grpc::AuditGrpc;
 pub use keys::KeyError;
-pub use log::AuditLog;
+pub use log::{AuditLog, ErasureOutcome, RetentionOutcome};
 pub use migrations::Migrator;
 pub use record::{Actor, ActorKind, NewRecord, Outcome, Record, RecordBody};
 pub use store::{AppendOutcome, Filter};
@@ -92,11 +101,23 @@ pub async fn start(
     let log = Arc::new(AuditLog::open(backend.db().clone(), &config)?);
     let interval = config.checkpoint.interval;
     let timer_log = log.clone();
+    let intake_log = log.clone();
+    let retention_log = log.clone();
+    let retention = config.retention.clone();
+    let bus = backend.bus().clone();
     let service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
         .grpc_service(AuditServiceServer::new(AuditGrpc::new(log)))
         .background("audit-checkpoints", move |stop| async move {
             checkpoint_timer(&timer_log, interval, stop).await;
+            Ok(())
+        })
+        .background("audit-retention", move |stop| async move {
+            retention_timer(&retention_log, &retention, stop).await;
+            Ok(())
+        })
+        .background("audit-intake", move |stop| async move {
+            intake::run(intake_log, bus, stop).await?;
             Ok(())
         });
     backend
@@ -104,6 +125,27 @@ pub async fn start(
         .start(shutdown)
         .await
         .map_err(Error::Runtime)
+}
+
+/// Removes expired payloads every `retention.interval` until stopped.
+async fn retention_timer(
+    log: &AuditLog,
+    retention: &config::RetentionConfig,
+    stop: CancellationToken,
+) {
+    if retention.interval.is_zero() {
+        stop.cancelled().await;
+        return;
+    }
+    loop {
+        if let Err(err) = log.apply_retention(retention, chrono::Utc::now()).await {
+            tracing::warn!(error = %err, "removing expired audit payloads failed");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(retention.interval) => {}
+        }
+    }
 }
 
 /// Writes a checkpoint every `interval` (when records arrived) and a last one when

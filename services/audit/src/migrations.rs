@@ -3,7 +3,7 @@
 //! | table | columns | |
 //! |---|---|---|
 //! | `audit_chain` | `sequence` bigint PK (from 1, no gaps), `record_id` text unique, `occurred_at` bigint (ns since the Unix epoch), `team_id` text (`''` for none), `payload_digest`, `prev_hash`, `hash` (hex SHA-256) | immutable; on PostgreSQL a trigger rejects UPDATE, DELETE and TRUNCATE |
-//! | `audit_payload` | `sequence` bigint PK, `actor_kind`, `actor_id`, `actor_team_id`, `actor_roles` (JSON array), `action`, `resource`, `outcome`, `trace_id`, `client_ip`, `details`, `redacted` | may be scrubbed or removed by retention and erasure |
+//! | `audit_payload` | `sequence` bigint PK, `actor_kind`, `actor_id`, `actor_team_id`, `actor_roles` (JSON array), `action`, `resource`, `outcome`, `trace_id`, `client_ip`, `details`, `redacted`, `erased` (scrubbed by a subject erasure: its digest no longer applies) | may be scrubbed or removed by retention and erasure |
 
 use godel_store::sea_orm::{ConnectionTrait, DbBackend, DbErr};
 use godel_store::sea_orm_migration::{
@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(godel_store::CreateOutbox),
             Box::new(CreateChain),
             Box::new(AppendOnlyTrigger),
+            Box::new(ErasedColumn),
         ]
     }
 }
@@ -110,6 +111,29 @@ impl MigrationTrait for AppendOnlyTrigger {
         for sql in APPEND_ONLY {
             manager.get_connection().execute_unprepared(sql).await?;
         }
+        Ok(())
+    }
+}
+
+/// `audit_payload.erased`: set when a subject erasure scrubbed the payload, whose
+/// digest then no longer applies.
+struct ErasedColumn;
+
+impl MigrationName for ErasedColumn {
+    fn name(&self) -> &str {
+        "m20251123_000003_audit_payload_erased"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ErasedColumn {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE audit_payload ADD COLUMN erased BOOLEAN NOT NULL DEFAULT FALSE",
+            )
+            .await?;
         Ok(())
     }
 }

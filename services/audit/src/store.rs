@@ -112,7 +112,8 @@ fn db_err(operation: &'static str) -> impl FnOnce(DbErr) -> AuditError {
 
 const COLUMNS: &str = "c.sequence, c.record_id, c.occurred_at, c.team_id, c.payload_digest, \
     c.prev_hash, c.hash, p.sequence AS p_sequence, p.actor_kind, p.actor_id, p.actor_team_id, \
-    p.actor_roles, p.action, p.resource, p.outcome, p.trace_id, p.client_ip, p.details, p.redacted";
+    p.actor_roles, p.action, p.resource, p.outcome, p.trace_id, p.client_ip, p.details, p.redacted, \
+    p.erased AS p_erased";
 const FROM: &str = " FROM audit_chain c LEFT JOIN audit_payload p ON p.sequence = c.sequence";
 
 /// Appends `batch` in one transaction: records whose id is already stored (or that
@@ -486,4 +487,102 @@ pub(crate) fn decode(row: &QueryResult) -> Result<Row, AuditError> {
             .map_err(|e| corrupt(format!("column redacted: {e}")))?,
     };
     Ok((entry, Some(payload)))
+}
+
+/// True when a subject erasure scrubbed the row's payload (its digest no longer
+/// applies). Unreadable counts as not scrubbed, so the digest is checked.
+pub(crate) fn scrubbed(row: &QueryResult) -> bool {
+    row.try_get::<Option<bool>>("", "p_erased")
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Which records a retention rule covers.
+pub(crate) enum Scope<'a> {
+    /// One team's records.
+    Team(&'a str),
+    /// Every record whose team is not in the list (records without a team included).
+    AllBut(&'a [String]),
+}
+
+/// Removes the payloads of the records in `scope` that occurred before `cutoff_ns`;
+/// returns how many were removed.
+pub(crate) async fn remove_payloads(
+    db: &Db,
+    scope: Scope<'_>,
+    cutoff_ns: i64,
+) -> Result<u64, AuditError> {
+    let mut sql = Sql::new(
+        db.conn().get_database_backend(),
+        "DELETE FROM audit_payload WHERE sequence IN \
+         (SELECT sequence FROM audit_chain WHERE occurred_at < ",
+    );
+    sql.bind(cutoff_ns);
+    match scope {
+        Scope::Team(team) => {
+            sql.push(" AND team_id = ").bind(team.to_owned());
+        }
+        Scope::AllBut(teams) if !teams.is_empty() => {
+            sql.push(" AND team_id NOT IN (");
+            for (i, team) in teams.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(team.clone());
+            }
+            sql.push(")");
+        }
+        Scope::AllBut(_) => {}
+    }
+    sql.push(")");
+    db.conn()
+        .execute_raw(sql.build())
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(db_err("removing expired payloads"))
+}
+
+/// What replaces erased personal data in payloads.
+pub(crate) const ERASED: &str = "[erased]";
+
+/// Replaces `stored` (a subject id as stored) in every payload's actor, resource and
+/// details with [`ERASED`] and marks those payloads erased; returns how many.
+pub(crate) async fn scrub_subject(db: &Db, stored: &str) -> Result<u64, AuditError> {
+    let pattern = format!(
+        "%{}%",
+        stored
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let mut sql = Sql::new(
+        db.conn().get_database_backend(),
+        "UPDATE audit_payload SET actor_id = CASE WHEN actor_id = ",
+    );
+    sql.bind(stored.to_owned())
+        .push(" THEN ")
+        .bind(ERASED)
+        .push(" ELSE actor_id END, resource = replace(resource, ")
+        .bind(stored.to_owned())
+        .push(", ")
+        .bind(ERASED)
+        .push("), details = replace(details, ")
+        .bind(stored.to_owned())
+        .push(", ")
+        .bind(ERASED)
+        .push("), erased = ")
+        .bind(true)
+        .push(" WHERE actor_id = ")
+        .bind(stored.to_owned())
+        .push(" OR resource LIKE ")
+        .bind(pattern.clone())
+        .push(" ESCAPE '\\' OR details LIKE ")
+        .bind(pattern)
+        .push(" ESCAPE '\\'");
+    db.conn()
+        .execute_raw(sql.build())
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(db_err("erasing a subject's data"))
 }

@@ -16,6 +16,10 @@
 //! - **checkpoint mismatch**: the chain's hash at a checkpoint's sequence differs
 //!   from the signed one, or a checkpoint file's signature does not verify.
 //!
+//! Payloads removed by retention, or scrubbed by a subject erasure (marked
+//! `erased`), cannot be checked against their digest; they are counted in
+//! [`VerifyReport::erased_payloads`] and the chain around them still verifies.
+//!
 //! Records appended after the last checkpoint and then removed leave no trace: that
 //! window is what `checkpoint.every_records` and `checkpoint.interval` bound.
 
@@ -68,7 +72,8 @@ pub struct Damaged {
 pub struct VerifyReport {
     /// Entries checked before the first damage (or all of them).
     pub records_checked: u64,
-    /// Entries whose payload was erased (their digest cannot be checked).
+    /// Entries whose payload was removed or scrubbed by an erasure (their digest
+    /// cannot be checked).
     pub erased_payloads: u64,
     /// Checkpoints whose head hash matched the chain.
     pub checkpoints_matched: u64,
@@ -159,6 +164,7 @@ async fn walk(
                 return Ok(report);
             }
             match payload {
+                Some(_) if store::scrubbed(row) => report.erased_payloads += 1,
                 Some(p) if p.digest() != entry.payload_digest => {
                     report.damage = Some(damaged(
                         entry.sequence,

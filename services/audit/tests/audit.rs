@@ -11,22 +11,26 @@ use std::time::Duration;
 use chrono::DateTime;
 use godel_audit::canonical::{Payload, parse_hash, record_hash};
 use godel_audit::{
-    Actor, ActorKind, AuditConfig, AuditLog, CheckpointConfig, DamageKind, Dependencies, Migrator,
-    NewRecord, Outcome, RecordBody, RedactionConfig,
+    Actor, ActorKind, AuditConfig, AuditLog, CheckpointConfig, DamageKind, Dependencies, Filter,
+    Migrator, NewRecord, Outcome, RecordBody, RedactionConfig, RetentionConfig, RetentionOutcome,
+    TeamRetention,
 };
-use godel_bus::BusConfig;
+use godel_bus::{BusConfig, MemoryBus, OutgoingMessage, Subject};
 use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
 use godel_proto::audit::v1::{
     AppendRequest, AuditFilter, AuditRecord, Damage, ExportRequest, Outcome as ProtoOutcome,
     QueryRequest, VerifyRequest,
 };
+use godel_proto::cloudevent;
 use godel_proto::common::v1::{Caller, PageRequest, SubjectKind};
 use godel_proto::pbjson_types::Timestamp;
 use godel_runtime::ServerConfig;
 use godel_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use godel_store::{DatabaseConfig, Db};
+use godel_test_utils::eventually;
+use godel_test_utils::nats::TestNats;
 use godel_test_utils::postgres::TestDb;
-use godel_types::{AuditRecordId, TeamId};
+use godel_types::{AuditRecordId, EventId, TeamId};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy)]
@@ -621,6 +625,8 @@ both!(
     a_forged_checkpoint_file_is_detected,
     verify_walks_many_pages,
     grpc_round_trip,
+    retention_removes_exactly_the_expired_payloads,
+    erasure_scrubs_the_subject_and_keeps_verify_green,
 );
 
 #[tokio::test]
@@ -854,4 +860,439 @@ async fn grpc_round_trip(kind: Kind) {
             .exists()
     );
     test_db.cleanup().await;
+}
+
+// ---- Event intake -------------------------------------------------------------------
+
+/// Which bus the intake tests run the service against.
+#[derive(Debug, Clone, Copy)]
+enum BusUnder {
+    Memory,
+    Nats,
+}
+
+/// A database and a bus for running the whole service, possibly more than once.
+struct IntakeEnv {
+    config: AuditConfig,
+    test_db: TestDb,
+    memory: Option<Arc<dyn godel_bus::Bus>>,
+    nats: Option<TestNats>,
+    publisher: Arc<dyn godel_bus::Bus>,
+    _dir: tempfile::TempDir,
+}
+
+impl IntakeEnv {
+    async fn new(kind: Kind, bus: BusUnder) -> Self {
+        let test_db = match kind {
+            Kind::Sqlite => TestDb::sqlite(),
+            Kind::Postgres => TestDb::postgres().await,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(&test_db, dir.path().to_owned(), 0);
+        let (memory, nats, publisher) = match bus {
+            BusUnder::Memory => {
+                let bus: Arc<dyn godel_bus::Bus> = Arc::new(MemoryBus::default());
+                (Some(bus.clone()), None, bus)
+            }
+            BusUnder::Nats => {
+                let nats = TestNats::new().await;
+                config.bus = BusConfig::nats(
+                    nats.url.clone(),
+                    nats.stream_name.clone(),
+                    nats.subject_prefix.clone(),
+                );
+                let publisher = godel_bus::connect(&config.bus).await.unwrap();
+                (None, Some(nats), publisher)
+            }
+        };
+        Self {
+            config,
+            test_db,
+            memory,
+            nats,
+            publisher,
+            _dir: dir,
+        }
+    }
+
+    /// Starts the service; NATS gets a fresh connection each time, as after a restart.
+    async fn start(&self) -> (godel_runtime::RunningService, CancellationToken) {
+        let deps = match &self.memory {
+            Some(bus) => Dependencies { bus: bus.clone() },
+            None => Dependencies::connect(&self.config.bus).await.unwrap(),
+        };
+        let shutdown = CancellationToken::new();
+        let running = godel_audit::start(self.config.clone(), deps, shutdown.clone())
+            .await
+            .unwrap();
+        (running, shutdown)
+    }
+
+    /// A log over the service's (migrated) database, for assertions.
+    async fn log(&self) -> (AuditLog, Db) {
+        let db = godel_store::connect(&self.config.database).await.unwrap();
+        (AuditLog::open(db.clone(), &self.config).unwrap(), db)
+    }
+
+    /// Publishes `payload` on `subject` under a fresh message id, so the bus does not
+    /// drop a repeated event: to the consumer it is a second delivery of the event.
+    async fn publish(&self, subject: Subject, payload: &[u8], traceparent: Option<&str>) {
+        let mut headers = godel_bus::Headers::new();
+        if let Some(tp) = traceparent {
+            headers.insert("traceparent".to_owned(), tp.to_owned());
+        }
+        self.publisher
+            .publish(OutgoingMessage {
+                id: godel_test_utils::unique_name("msg"),
+                subject,
+                headers,
+                payload: payload.to_vec().into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn finish(self) {
+        if let Some(nats) = &self.nats {
+            nats.cleanup().await;
+        }
+        self.test_db.cleanup().await;
+    }
+}
+
+/// A CloudEvent as the scheduler publishes it; returns its id and bytes.
+fn task_event(team: TeamId, to_state: &str, n: usize) -> (EventId, Vec<u8>) {
+    let id = EventId::new();
+    let task = format!("tsk_{:032x}", n + 1);
+    let data = serde_json::json!({
+        "teamId": team.to_string(),
+        "taskId": task,
+        "toState": format!("TASK_STATE_{}", to_state.to_ascii_uppercase()),
+        "epoch": "1",
+    });
+    let bytes = cloudevent::encode(
+        id,
+        "/godel/scheduler",
+        &cloudevent::event_type("task", to_state),
+        &task,
+        DateTime::from_timestamp(T0 + n as i64, 0).unwrap(),
+        &data,
+    )
+    .unwrap();
+    (id, bytes)
+}
+
+/// Records of the whole log, oldest first.
+async fn all_records(log: &AuditLog) -> Vec<godel_audit::Record> {
+    let (mut records, next) = log.query(&Filter::default(), 1000, None).await.unwrap();
+    assert!(next.is_none());
+    records.reverse();
+    records
+}
+
+async fn wait_for_records(log: &AuditLog, what: &str, n: usize) -> Vec<godel_audit::Record> {
+    eventually(what, Duration::from_secs(20), || async {
+        let records = all_records(log).await;
+        (records.len() >= n).then_some(records)
+    })
+    .await
+}
+
+async fn intake_records_each_event_once(kind: Kind, bus: BusUnder) {
+    let env = IntakeEnv::new(kind, bus).await;
+    let (running, shutdown) = env.start().await;
+    let (log, db) = env.log().await;
+    let team = TeamId::new();
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (task_id, task) = task_event(team, "queued", 0);
+    env.publish(
+        Subject::task(team, "queued"),
+        &task,
+        Some(&format!("00-{trace}-00f067aa0ba902b7-01")),
+    )
+    .await;
+    let iam_id = EventId::new();
+    let iam = cloudevent::encode(
+        iam_id,
+        "/godel/auth",
+        &cloudevent::event_type("iam", "member_added"),
+        "usr_00000000000000000000000000000002",
+        DateTime::from_timestamp(T0 + 5, 0).unwrap(),
+        &serde_json::json!({
+            "teamId": team.to_string(),
+            "change": "IAM_CHANGE_MEMBER_ADDED",
+            "actor": {
+                "subjectKind": "SUBJECT_KIND_API_KEY",
+                "subjectId": "key_00000000000000000000000000000001",
+                "teamId": team.to_string(),
+                "roles": ["team-admin"],
+            },
+            "subjectId": "usr_00000000000000000000000000000002",
+            "roles": ["developer"],
+        }),
+    )
+    .unwrap();
+    env.publish(Subject::iam(team, "member_added"), &iam, None)
+        .await;
+    // The task event again, then a marker behind it on the same subject: once the
+    // marker is recorded, the repeat has been handled.
+    env.publish(Subject::task(team, "queued"), &task, None)
+        .await;
+    let (marker_id, marker) = task_event(team, "queued", 1);
+    env.publish(Subject::task(team, "queued"), &marker, None)
+        .await;
+
+    let records = wait_for_records(&log, "three audit records", 3).await;
+    let ids: Vec<_> = records.iter().map(|r| r.id).collect();
+    assert!(ids.contains(&AuditRecordId::from_uuid(marker_id.as_uuid())));
+    assert_eq!(records.len(), 3, "the repeated event was stored twice");
+
+    let task_record = records
+        .iter()
+        .find(|r| r.id == AuditRecordId::from_uuid(task_id.as_uuid()))
+        .unwrap();
+    assert_eq!(task_record.team_id, Some(team));
+    assert_eq!(
+        task_record.occurred_at,
+        DateTime::from_timestamp(T0, 0).unwrap()
+    );
+    let body = task_record.body.clone().unwrap();
+    assert_eq!(body.action, "task.queued");
+    assert_eq!(body.outcome, Outcome::Success);
+    assert_eq!(body.trace_id, trace);
+    assert_eq!(
+        (body.actor.kind, body.actor.subject_id.as_str()),
+        (ActorKind::Service, "scheduler")
+    );
+    assert_eq!(body.resource, format!("tsk_{:032x}", 1));
+    let details: serde_json::Value = serde_json::from_str(&body.details_json).unwrap();
+    assert_eq!(details["toState"], "TASK_STATE_QUEUED");
+
+    let iam_record = records
+        .iter()
+        .find(|r| r.id == AuditRecordId::from_uuid(iam_id.as_uuid()))
+        .unwrap();
+    let body = iam_record.body.clone().unwrap();
+    assert_eq!(body.action, "iam.member_added");
+    assert_eq!(body.actor.kind, ActorKind::ApiKey);
+    assert_eq!(body.actor.team_id, Some(team));
+    assert_eq!(body.actor.roles, vec!["team-admin".to_owned()]);
+    assert_eq!(body.trace_id, "");
+
+    assert!(log.verify(0, 0).await.unwrap().ok());
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    db.close().await.unwrap();
+    env.finish().await;
+}
+
+async fn intake_survives_a_restart(kind: Kind, bus: BusUnder) {
+    let env = IntakeEnv::new(kind, bus).await;
+    let team = TeamId::new();
+    let subject = Subject::task(team, "running");
+    let events: Vec<_> = (0..10).map(|i| task_event(team, "running", i)).collect();
+
+    let (running, shutdown) = env.start().await;
+    let (log, db) = env.log().await;
+    for (_, bytes) in &events[..5] {
+        env.publish(subject.clone(), bytes, None).await;
+    }
+    wait_for_records(&log, "the first five records", 5).await;
+    shutdown.cancel();
+    running.wait().await.unwrap();
+
+    // While the service is down: new events and repeats of acknowledged ones.
+    for (_, bytes) in events[5..].iter().chain(&events[..2]) {
+        env.publish(subject.clone(), bytes, None).await;
+    }
+    let (marker_id, marker) = task_event(team, "running", 10);
+    env.publish(subject.clone(), &marker, None).await;
+
+    let (running, shutdown) = env.start().await;
+    let records = eventually(
+        "the marker after the restart",
+        Duration::from_secs(20),
+        || async {
+            let records = all_records(&log).await;
+            records
+                .iter()
+                .any(|r| r.id == AuditRecordId::from_uuid(marker_id.as_uuid()))
+                .then_some(records)
+        },
+    )
+    .await;
+    let mut expected: Vec<_> = events
+        .iter()
+        .map(|(id, _)| AuditRecordId::from_uuid(id.as_uuid()))
+        .chain([AuditRecordId::from_uuid(marker_id.as_uuid())])
+        .collect();
+    let mut stored: Vec<_> = records.iter().map(|r| r.id).collect();
+    expected.sort();
+    stored.sort();
+    assert_eq!(stored, expected, "records lost or stored twice");
+    let sequences: Vec<_> = records.iter().map(|r| r.sequence).collect();
+    assert_eq!(sequences, (1..=11).collect::<Vec<u64>>());
+    assert!(log.verify(0, 0).await.unwrap().ok());
+
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    db.close().await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_on_the_memory_bus_records_each_event_once() {
+    intake_records_each_event_once(Kind::Sqlite, BusUnder::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_on_nats_records_each_event_once() {
+    intake_records_each_event_once(Kind::Postgres, BusUnder::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_on_the_memory_bus_survives_a_restart() {
+    intake_survives_a_restart(Kind::Sqlite, BusUnder::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_on_nats_survives_a_restart() {
+    intake_survives_a_restart(Kind::Postgres, BusUnder::Nats).await;
+}
+
+// ---- Retention and erasure ----------------------------------------------------------
+
+const DAY: i64 = 86_400;
+
+fn at(secs: i64) -> DateTime<chrono::Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap()
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+/// The record with `id`, wherever it is in the log.
+async fn find(log: &AuditLog, id: AuditRecordId) -> godel_audit::Record {
+    all_records(log)
+        .await
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("record {id} is not stored"))
+}
+
+async fn retention_removes_exactly_the_expired_payloads(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let (team_a, team_b) = (TeamId::new(), TeamId::new());
+    let mut records = Vec::new();
+    for (i, (team, secs)) in [
+        (Some(team_a), T0),
+        (Some(team_a), T0 + 20 * DAY),
+        (Some(team_b), T0),
+        (Some(team_b), T0 + 20 * DAY),
+        (None, T0),
+        (None, T0 + 20 * DAY),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = record(i, team);
+        r.occurred_at = at(secs);
+        records.push(r);
+    }
+    h.log.append(records.clone()).await.unwrap();
+    // Team A keeps 10 days, everything else 20; it is day 25.
+    let retention = RetentionConfig {
+        period: days(20),
+        teams: vec![TeamRetention {
+            team_id: team_a,
+            period: days(10),
+        }],
+        interval: Duration::ZERO,
+    };
+    let now = at(T0 + 25 * DAY);
+    let outcome = h.log.apply_retention(&retention, now).await.unwrap();
+    assert_eq!(outcome.payloads_removed, 3);
+
+    for (i, r) in records.iter().enumerate() {
+        let stored = find(&h.log, r.id).await;
+        let expired = i == 0 || i == 2 || i == 4;
+        assert_eq!(stored.body.is_none(), expired, "record {i}: {stored:?}");
+    }
+    let own = find(&h.log, outcome.record.unwrap()).await;
+    let body = own.body.unwrap();
+    assert_eq!(body.action, "audit.retention");
+    assert_eq!(body.actor.kind, ActorKind::Service);
+    let details: serde_json::Value = serde_json::from_str(&body.details_json).unwrap();
+    assert_eq!(details["payloads_removed"], 3);
+
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records_checked, report.erased_payloads), (7, 3));
+    assert_eq!(h.int("SELECT count(*) AS n FROM audit_chain").await, 7);
+
+    // Nothing more has expired: no removal and no record of one.
+    let again = h.log.apply_retention(&retention, now).await.unwrap();
+    assert_eq!(again, RetentionOutcome::default());
+    assert_eq!(all_records(&h.log).await.len(), 7);
+    h.finish().await;
+}
+
+async fn erasure_scrubs_the_subject_and_keeps_verify_green(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let subject = format!("usr_{:032x}", 0xaaaa);
+    let other = format!("usr_{:032x}", 0xbbbb);
+    let mut acted = record(0, None);
+    acted.body.actor.subject_id = subject.clone();
+    let mut mentioned = record(1, None);
+    mentioned.body.actor.subject_id = other.clone();
+    mentioned.body.resource = format!("/v1/members/{subject}");
+    mentioned.body.details_json = format!(r#"{{"member":"{subject}","status":200}}"#);
+    let mut unrelated = record(2, None);
+    unrelated.body.actor.subject_id = other.clone();
+    h.log
+        .append(vec![acted.clone(), mentioned.clone(), unrelated.clone()])
+        .await
+        .unwrap();
+    let before_unrelated = find(&h.log, unrelated.id).await;
+
+    let outcome = h.log.erase_subject(&subject).await.unwrap();
+    assert_eq!(outcome.records_scrubbed, 2);
+
+    let stored = find(&h.log, acted.id).await.body.unwrap();
+    assert_eq!(stored.actor.subject_id, "[erased]");
+    assert_eq!(stored.action, acted.body.action);
+    let stored = find(&h.log, mentioned.id).await.body.unwrap();
+    assert_eq!(stored.resource, "/v1/members/[erased]");
+    let details: serde_json::Value = serde_json::from_str(&stored.details_json).unwrap();
+    assert_eq!(details["member"], "[erased]");
+    assert_eq!(details["status"], 200);
+    assert_ne!(stored.actor.subject_id, "[erased]");
+    assert_eq!(find(&h.log, unrelated.id).await, before_unrelated);
+
+    let stored_form = h.log.redactor().text(&subject).text;
+    let leftovers = h
+        .int(&format!(
+            "SELECT count(*) AS n FROM audit_payload WHERE actor_id LIKE '%{stored_form}%' \
+             OR resource LIKE '%{stored_form}%' OR details LIKE '%{stored_form}%'"
+        ))
+        .await;
+    assert_eq!(leftovers, 0);
+
+    let own = find(&h.log, outcome.record).await.body.unwrap();
+    assert_eq!(own.action, "audit.erasure");
+    assert!(!own.details_json.contains(&stored_form), "{own:?}");
+    let details: serde_json::Value = serde_json::from_str(&own.details_json).unwrap();
+    assert_eq!(details["records_scrubbed"], 2);
+
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records_checked, report.erased_payloads), (4, 2));
+    // A payload changed without the erasure mark is still caught.
+    h.exec("UPDATE audit_payload SET action = 'x' WHERE sequence = 3")
+        .await;
+    h.expect_damage(3, DamageKind::Modified, Damage::HashMismatch)
+        .await;
+    h.finish().await;
 }
