@@ -5,11 +5,13 @@
 //! the in-process bus); `main.rs` only calls [`serve`].
 
 mod config;
+pub mod grpc;
 mod migrations;
 pub mod queue;
 pub mod registry;
 
 use godel_backend::{Backend, BackendError};
+use godel_proto::scheduler::v1::scheduler_service_server::SchedulerServiceServer;
 use godel_runtime::{RunningService, Service};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +41,8 @@ pub async fn serve(config: SchedulerConfig, shutdown: CancellationToken) -> Resu
         .map_err(Error::Runtime)
 }
 
-/// Opens and migrates the database, then starts the listeners, the outbox relay and
+/// Opens and migrates the database, then starts the listeners (serving the gRPC
+/// `SchedulerService`, see [`grpc`]), the outbox relay and
 /// the sweeper of expired leases and the refresher of the queue gauges.
 /// Returns once the service is listening; [`RunningService::wait`] waits for its end.
 pub async fn start(
@@ -48,9 +51,15 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningService, Error> {
     let backend = Backend::open::<Migrator>(SERVICE, &config.database, deps).await?;
+    let registry = registry::Registry::new(backend.db().clone(), config.queue.orchestrator_ttl);
     let queue = queue::Queue::new(backend.db().clone(), backend.notifier(), config.queue);
     let metrics_queue = queue.clone();
-    let service = Service::new(SERVICE, config.server).reflection(godel_proto::FILE_DESCRIPTOR_SET);
+    let service = Service::new(SERVICE, config.server)
+        .reflection(godel_proto::FILE_DESCRIPTOR_SET)
+        .grpc_service(SchedulerServiceServer::new(grpc::SchedulerGrpc::new(
+            queue.clone(),
+            registry,
+        )));
     // Registered after the outbox relay, so shutdown stops it first and the relay
     // still publishes what its last sweep wrote.
     backend

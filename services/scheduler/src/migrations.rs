@@ -1,15 +1,17 @@
 //! The scheduler service's schema migrations, applied in order on every start.
 
+mod add_task_details;
 mod create_plans;
 mod create_queue;
 
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
+pub(crate) use add_task_details::AddTaskDetails;
 pub(crate) use create_plans::CreatePlans;
 pub(crate) use create_queue::CreateQueue;
 
-/// Every migration of the scheduler's database, in order (the outbox, the queue, then plans and
-/// the orchestrator registry).
+/// Every migration of the scheduler's database, in order (the outbox, the queue, plans and
+/// the orchestrator registry, then task labels and profiles and error codes).
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -22,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(godel_store::CreateOutbox),
             Box::new(CreateQueue),
             Box::new(CreatePlans),
+            Box::new(AddTaskDetails),
         ]
     }
 }

@@ -35,13 +35,21 @@ pub use plans::{
     PlanTaskState,
 };
 pub use task::{
-    Completion, DEFAULT_PRIORITY, DeadLetter, FailOutcome, LeasedTask, ListTasks,
-    MAX_ATTEMPTS_LIMIT, MAX_IDEMPOTENCY_KEY_LEN, MAX_TASK_TYPE_LEN, NewTask, Page, Task, TaskError,
-    TaskState, TeamSettings,
+    Completion, DEFAULT_PRIORITY, DeadLetter, FailOutcome, Failure, LeasedTask, ListTasks,
+    MAX_ATTEMPTS_LIMIT, MAX_ERROR_CODE_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_LABEL_LEN, MAX_LABELS,
+    MAX_TASK_TYPE_LEN, NewTask, Page, Task, TaskError, TaskState, TeamSettings,
 };
 
 use store::{TASK_COLUMNS, db_err, get, stmt};
 use task::ValidTask;
+
+/// A submitted task, and whether it was created (`false`: its idempotency key
+/// matched an existing task, which is returned).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub task: Task,
+    pub created: bool,
+}
 
 /// States counted against the queued limits.
 const WAITING: &[TaskState] = &[TaskState::Queued, TaskState::Blocked];
@@ -109,6 +117,12 @@ impl Queue {
     /// returns the existing task when the payload is the same and fails with a
     /// conflict otherwise.
     pub async fn submit(&self, team: TeamId, task: NewTask) -> Result<Task, Error> {
+        Ok(self.submit_one(team, task).await?.task)
+    }
+
+    /// Like [`submit`](Self::submit), also telling whether the task was created or
+    /// an existing one was returned for its idempotency key.
+    pub async fn submit_one(&self, team: TeamId, task: NewTask) -> Result<Submitted, Error> {
         let valid = task::validate("task", task, &self.config)?;
         let mut tasks = self.submit_valid(team, vec![valid]).await?;
         tasks
@@ -123,6 +137,21 @@ impl Queue {
         team: TeamId,
         tasks: Vec<NewTask>,
     ) -> Result<Vec<Task>, Error> {
+        Ok(self
+            .submit_many(team, tasks)
+            .await?
+            .into_iter()
+            .map(|s| s.task)
+            .collect())
+    }
+
+    /// Like [`submit_batch`](Self::submit_batch), also telling for each task whether
+    /// it was created or an existing one was returned for its idempotency key.
+    pub async fn submit_many(
+        &self,
+        team: TeamId,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<Submitted>, Error> {
         if tasks.is_empty() {
             return Err(Error::invalid_argument(
                 "tasks",
@@ -137,7 +166,11 @@ impl Queue {
         self.submit_valid(team, valid).await
     }
 
-    async fn submit_valid(&self, team: TeamId, tasks: Vec<ValidTask>) -> Result<Vec<Task>, Error> {
+    async fn submit_valid(
+        &self,
+        team: TeamId,
+        tasks: Vec<ValidTask>,
+    ) -> Result<Vec<Submitted>, Error> {
         let txn = self.begin().await?;
         let now = store::db_now(&txn).await?;
         // Resolve idempotency keys first, so only new tasks count against the limits.
@@ -196,21 +229,30 @@ impl Queue {
         let mut events = Vec::new();
         for r in resolved {
             match r {
-                Ok(task) => out.push(task),
+                Ok(task) => out.push(Submitted {
+                    task,
+                    created: false,
+                }),
                 Err(t) => {
                     let inserted = match &t.idempotency_key {
                         Some(key) => self.find_by_key(&txn, team, key).await?,
                         None => None,
                     };
                     if let Some(task) = inserted {
-                        out.push(task);
+                        out.push(Submitted {
+                            task,
+                            created: false,
+                        });
                         continue;
                     }
                     let task = self
                         .insert(&txn, team, t, TaskState::Queued, None, now)
                         .await?;
                     events.push(events::task_event(&task, None, "", now)?);
-                    out.push(task);
+                    out.push(Submitted {
+                        task,
+                        created: true,
+                    });
                 }
             }
         }
@@ -287,9 +329,9 @@ impl Queue {
                 format!(
                     "INSERT INTO tasks (id, team_id, plan_id, task_type, priority, payload_json, \
                      idempotency_key, state, epoch, attempts, max_attempts, backoff_base_ms, \
-                     backoff_max_ms, not_before, created_at, updated_at, plan_key) VALUES ($1, \
-                     $2, $3, $4, $5, $6, $7, $12, 0, 0, $8, $9, $10, $11, $11, $11, $13) \
-                     RETURNING {TASK_COLUMNS}"
+                     backoff_max_ms, not_before, created_at, updated_at, plan_key, labels, \
+                     profile_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $12, 0, 0, $8, $9, $10, \
+                     $14, $11, $11, $13, $15, $16) RETURNING {TASK_COLUMNS}"
                 ),
                 [
                     id.to_string().into(),
@@ -309,6 +351,9 @@ impl Queue {
                     now.into(),
                     state.as_str().into(),
                     plan_key.map(str::to_owned).into(),
+                    t.not_before.map_or(now, |nb| nb.max(now)).into(),
+                    t.labels_json.into(),
+                    t.profile_id.map(|p| p.to_string()).into(),
                 ],
             ))
             .await
@@ -324,19 +369,23 @@ impl Queue {
             .ok_or_else(|| Error::not_found(format!("task {id}")))
     }
 
-    /// A page of `team`'s tasks in id (submission time) order.
-    pub async fn list(&self, team: TeamId, filter: ListTasks) -> Result<Page<Task>, Error> {
-        self.list_where(team, filter.state, filter.after, filter.limit)
-            .await
+    /// The task `id` of any team: for callers that prove their right to it otherwise
+    /// (an orchestrator holding its lease).
+    pub(crate) async fn get_any(&self, id: TaskId) -> Result<Task, Error> {
+        store::load_task(self.db.conn(), id, None, false)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("task {id}")))
     }
 
-    async fn list_where(
-        &self,
-        team: TeamId,
-        state: Option<TaskState>,
-        after: Option<TaskId>,
-        limit: usize,
-    ) -> Result<Page<Task>, Error> {
+    /// A page of `team`'s tasks in id (submission time) order.
+    pub async fn list(&self, team: TeamId, filter: ListTasks) -> Result<Page<Task>, Error> {
+        let ListTasks {
+            state,
+            after,
+            limit,
+            plan_id,
+            task_type,
+        } = filter;
         let limit = match limit {
             0 => self.config.default_page_size,
             n => n.min(self.config.max_page_size),
@@ -347,6 +396,14 @@ impl Queue {
         if let Some(state) = state {
             values.push(state.as_str().into());
             sql.push_str(&format!(" AND state = ${}", values.len()));
+        }
+        if let Some(plan) = plan_id {
+            values.push(plan.to_string().into());
+            sql.push_str(&format!(" AND plan_id = ${}", values.len()));
+        }
+        if let Some(task_type) = task_type {
+            values.push(task_type.into());
+            sql.push_str(&format!(" AND task_type = ${}", values.len()));
         }
         if let Some(after) = after {
             values.push(after.to_string().into());

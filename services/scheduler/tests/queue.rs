@@ -14,8 +14,8 @@ use godel_error::{Error, ErrorCode};
 use godel_proto::events::v1::{PlanEvent, TaskEvent};
 use godel_proto::scheduler::v1::{PlanState as ProtoPlanState, TaskState as ProtoState};
 use godel_scheduler::queue::{
-    Completion, FailOutcome, LeasedTask, ListTasks, NewPlan, NewTask, PlanDetail, PlanState,
-    PlanTask, Queue, TaskState, TeamSettings,
+    Completion, FailOutcome, Failure, LeasedTask, ListTasks, MAX_ERROR_CODE_LEN, MAX_LABELS,
+    NewPlan, NewTask, PlanDetail, PlanState, PlanTask, Queue, TaskState, TeamSettings,
 };
 use godel_scheduler::registry::{Registration, Registry};
 use godel_scheduler::{Migrator, QueueConfig};
@@ -23,7 +23,7 @@ use godel_store::sea_orm::{ConnectionTrait, Statement};
 use godel_store::{DatabaseConfig, Db, OutboxRelay, RelayConfig};
 use godel_test_utils::eventually;
 use godel_test_utils::postgres::TestDb;
-use godel_types::{OrchestratorId, TaskId, TeamId};
+use godel_types::{OrchestratorId, ProfileId, TaskId, TeamId};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -637,6 +637,7 @@ async fn cancel_and_list(kind: Kind) {
                     state: None,
                     after,
                     limit: 2,
+                    ..ListTasks::default()
                 },
             )
             .await
@@ -1434,6 +1435,204 @@ async fn the_service_sweeps_expired_leases() {
 }
 
 /// One `#[tokio::test]` per case in a module named after the backend.
+async fn labels_profile_and_not_before(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let profile = ProfileId::new();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let waiting = h
+        .queue
+        .submit(
+            team,
+            task(1)
+                .label("repo", "web")
+                .profile(profile)
+                .not_before(later),
+        )
+        .await
+        .unwrap();
+    let got = h.queue.get(team, waiting.id).await.unwrap();
+    assert_eq!(got.labels.get("repo").map(String::as_str), Some("web"));
+    assert_eq!(got.profile_id, Some(profile));
+    assert!(got.not_before >= later - chrono::Duration::milliseconds(1));
+    assert!(
+        lease(&h.queue, 10).await.is_empty(),
+        "leased before not_before"
+    );
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    let ready = h
+        .queue
+        .submit(team, task(2).not_before(past))
+        .await
+        .unwrap();
+    assert!(
+        ready.not_before > past,
+        "a past not_before is clamped to now"
+    );
+    let leased = lease(&h.queue, 10).await;
+    assert_eq!(
+        leased.iter().map(|l| l.task.id).collect::<Vec<_>>(),
+        vec![ready.id]
+    );
+    assert_eq!(got.labels.len(), 1);
+    assert_eq!(leased[0].task.profile_id, None);
+    assert!(leased[0].task.labels.is_empty());
+
+    // A plan task keeps its not_before when its dependency succeeds.
+    let detail = h
+        .queue
+        .submit_plan(
+            team,
+            plan_of(
+                "later",
+                vec![
+                    PlanTask::new("a", task(3)),
+                    PlanTask::new("b", task(4).not_before(later)).after(["a"]),
+                ],
+            ),
+        )
+        .await
+        .unwrap()
+        .0;
+    let a = lease(&h.queue, 10).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].task.id, keyed(&detail, "a"));
+    h.queue
+        .complete(a[0].task.id, a[0].epoch, json!({}))
+        .await
+        .unwrap();
+    let b = h.queue.get(team, keyed(&detail, "b")).await.unwrap();
+    assert_eq!(b.state, TaskState::Queued);
+    assert!(b.not_before >= later - chrono::Duration::milliseconds(1));
+    assert!(
+        lease(&h.queue, 10).await.is_empty(),
+        "b leased before not_before"
+    );
+
+    let err = h
+        .queue
+        .submit(team, task(5).label(" ", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("task.labels"));
+    let mut many = task(6);
+    for i in 0..=MAX_LABELS {
+        many = many.label(format!("k{i}"), "v");
+    }
+    let err = h.queue.submit(team, many).await.unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("task.labels"));
+    h.finish().await;
+}
+
+async fn list_filters_by_plan_and_type(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let lone = h
+        .queue
+        .submit(team, NewTask::new("lint", json!({})))
+        .await
+        .unwrap();
+    let detail = h
+        .queue
+        .submit_plan(
+            team,
+            plan_of(
+                "p",
+                vec![PlanTask::new("a", task(1)), PlanTask::new("b", task(2))],
+            ),
+        )
+        .await
+        .unwrap()
+        .0;
+    let ids = |page: godel_scheduler::queue::Page<godel_scheduler::queue::Task>| {
+        page.items.into_iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    let of_plan = h
+        .queue
+        .list(
+            team,
+            ListTasks {
+                plan_id: Some(detail.plan.id),
+                ..ListTasks::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(of_plan), vec![keyed(&detail, "a"), keyed(&detail, "b")]);
+    let of_type = h
+        .queue
+        .list(
+            team,
+            ListTasks {
+                task_type: Some("lint".into()),
+                ..ListTasks::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(of_type), vec![lone.id]);
+    let none = h
+        .queue
+        .list(
+            team,
+            ListTasks {
+                plan_id: Some(detail.plan.id),
+                task_type: Some("lint".into()),
+                ..ListTasks::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+    h.finish().await;
+}
+
+async fn failure_retry_after_is_a_floor(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let t = h.queue.submit(team, task(1)).await.unwrap();
+    let l = lease(&h.queue, 1).await.remove(0);
+    let before = chrono::Utc::now();
+    let outcome = h
+        .queue
+        .fail_with(
+            t.id,
+            l.epoch,
+            Failure {
+                code: "rate_limited",
+                message: "rate limited",
+                retryable: true,
+                retry_after: Some(Duration::from_secs(3600)),
+            },
+        )
+        .await
+        .unwrap();
+    let FailOutcome::Retrying { not_before } = outcome else {
+        panic!("expected a retry, got {outcome:?}");
+    };
+    assert!(not_before >= before + chrono::Duration::seconds(3599));
+    assert!(
+        lease(&h.queue, 1).await.is_empty(),
+        "leased before retry_after"
+    );
+    let err = h
+        .queue
+        .fail_with(
+            t.id,
+            l.epoch,
+            Failure {
+                code: &"x".repeat(MAX_ERROR_CODE_LEN + 1),
+                message: "m",
+                retryable: true,
+                retry_after: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("code"));
+    h.finish().await;
+}
+
 macro_rules! cases {
     ($module:ident => $kind:ident: $($case:ident),* $(,)?) => {
         mod $module {
@@ -1467,6 +1666,9 @@ cases!(sqlite => Sqlite:
     orchestrator_registry_places_on_least_loaded,
     silent_orchestrators_are_unhealthy,
     queue_stats_behind_the_gauges,
+    labels_profile_and_not_before,
+    list_filters_by_plan_and_type,
+    failure_retry_after_is_a_floor,
 );
 
 cases!(postgres => Postgres:
@@ -1489,4 +1691,7 @@ cases!(postgres => Postgres:
     orchestrator_registry_places_on_least_loaded,
     silent_orchestrators_are_unhealthy,
     queue_stats_behind_the_gauges,
+    labels_profile_and_not_before,
+    list_filters_by_plan_and_type,
+    failure_retry_after_is_a_floor,
 );

@@ -1,12 +1,13 @@
 //! The dead-letter queue: tasks that failed for good, kept with their error history
 //! until they are requeued or purged.
 
+use chrono::{DateTime, Utc};
 use godel_error::Error;
 use godel_store::sea_orm::ConnectionTrait;
 use godel_types::{TaskId, TeamId};
 
 use super::store::{self, Transition, db_err, stmt};
-use super::task::{DeadLetter, Page, Task, TaskState};
+use super::task::{DeadLetter, ListTasks, Page, Task, TaskState};
 use super::{Queue, events};
 
 impl Queue {
@@ -17,8 +18,13 @@ impl Queue {
         after: Option<TaskId>,
         limit: usize,
     ) -> Result<Page<Task>, Error> {
-        self.list_where(team, Some(TaskState::DeadLettered), after, limit)
-            .await
+        let filter = ListTasks {
+            state: Some(TaskState::DeadLettered),
+            after,
+            limit,
+            ..ListTasks::default()
+        };
+        self.list(team, filter).await
     }
 
     /// A dead-lettered task of `team` with its error history, oldest first.
@@ -57,14 +63,31 @@ impl Queue {
     /// Deletes `team`'s dead-lettered tasks — only those in `ids` when it is not
     /// empty — with their error history. Returns how many tasks were deleted.
     pub async fn purge_dead_letters(&self, team: TeamId, ids: &[TaskId]) -> Result<u64, Error> {
+        self.purge_dead_letters_before(team, ids, None).await
+    }
+
+    /// Like [`purge_dead_letters`](Self::purge_dead_letters), only for tasks
+    /// dead-lettered before `before` when it is set.
+    pub async fn purge_dead_letters_before(
+        &self,
+        team: TeamId,
+        ids: &[TaskId],
+        before: Option<DateTime<Utc>>,
+    ) -> Result<u64, Error> {
         let txn = self.begin().await?;
         let mut values = vec![team.to_string().into()];
         values.extend(ids.iter().map(|id| id.to_string().into()));
-        let only = if ids.is_empty() {
+        let mut only = if ids.is_empty() {
             String::new()
         } else {
             format!(" AND id IN ({})", store::placeholders(2, ids.len()))
         };
+        if let Some(before) = before {
+            // A dead-lettered task is not written again until it is requeued, so
+            // `updated_at` is when it was dead-lettered.
+            values.push(before.timestamp_micros().into());
+            only.push_str(&format!(" AND updated_at < ${}", values.len()));
+        }
         let selected = format!("team_id = $1 AND state = 'dead_lettered'{only}");
         txn.execute_raw(stmt(
             &txn,

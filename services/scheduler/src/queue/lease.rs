@@ -11,7 +11,9 @@ use godel_store::sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
 use godel_types::{OrchestratorId, TaskId, TeamId};
 
 use super::store::{self, TASK_COLUMNS, Transition, db_err, get, stmt};
-use super::task::{self, Completion, FailOutcome, LeasedTask, Task, TaskState};
+use super::task::{
+    self, Completion, FailOutcome, Failure, LeasedTask, MAX_ERROR_CODE_LEN, Task, TaskState,
+};
 use super::wfq::{Candidate, FairQueue, Lane};
 use super::{Queue, events, metrics, plans, positive, read_vtime};
 
@@ -292,6 +294,35 @@ impl Queue {
         error: &str,
         retryable: bool,
     ) -> Result<FailOutcome, Error> {
+        let failure = Failure {
+            code: "",
+            message: error,
+            retryable,
+            retry_after: None,
+        };
+        self.fail_with(task, epoch, failure).await
+    }
+
+    /// Like [`fail`](Self::fail), with the failure's code and a floor on the retry
+    /// delay.
+    pub async fn fail_with(
+        &self,
+        task: TaskId,
+        epoch: u64,
+        failure: Failure<'_>,
+    ) -> Result<FailOutcome, Error> {
+        let Failure {
+            code,
+            message: error,
+            retryable,
+            retry_after,
+        } = failure;
+        if code.len() > MAX_ERROR_CODE_LEN {
+            return Err(Error::invalid_argument(
+                "code",
+                format!("code must be at most {MAX_ERROR_CODE_LEN} bytes"),
+            ));
+        }
         if error.trim().is_empty() {
             return Err(Error::invalid_argument(
                 "error",
@@ -301,11 +332,12 @@ impl Queue {
         let txn = self.begin().await?;
         let now = store::db_now(&txn).await?;
         let current = fenced(&txn, task, epoch, now).await?;
-        store::record_error(&txn, &current, error, retryable, now).await?;
+        store::record_error(&txn, &current, code, error, retryable, now).await?;
         let (updated, outcome) = if retryable && current.attempts < current.max_attempts {
             let (base_ms, max_ms) = current_backoff(&txn, &current).await?;
             let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
-            let delay = task::backoff(current.attempts, ms(base_ms), ms(max_ms));
+            let delay = task::backoff(current.attempts, ms(base_ms), ms(max_ms))
+                .max(retry_after.unwrap_or_default());
             let not_before = now.saturating_add(store::micros(delay));
             let mut change = Transition::new(&current, TaskState::Queued, now);
             change.not_before = Some(not_before);
@@ -364,7 +396,7 @@ impl Queue {
         let mut dead = Vec::new();
         const REASON: &str = "lease expired";
         for current in &expired {
-            store::record_error(&txn, current, REASON, true, now).await?;
+            store::record_error(&txn, current, "lease_expired", REASON, true, now).await?;
             let to = if current.attempts >= current.max_attempts {
                 TaskState::DeadLettered
             } else {

@@ -285,6 +285,9 @@ fn validate_plan(plan: NewPlan, config: &QueueConfig) -> Result<ValidPlan, Error
                 "priority": t.priority,
                 "payload": t.payload,
                 "max_attempts": t.max_attempts,
+                "not_before": t.not_before,
+                "labels": t.labels_json,
+                "profile_id": t.profile_id.map(|p| p.to_string()),
                 "depends_on": deps,
             })).collect::<Vec<_>>(),
         });
@@ -606,7 +609,8 @@ pub(crate) async fn after_finish(
                 for dependent in blocked_dependents(txn, t.id).await? {
                     if !unfinished_dependencies(txn, dependent.id).await? {
                         let mut change = Transition::new(&dependent, TaskState::Queued, now);
-                        change.not_before = Some(now);
+                        // The submitter's not-before time still holds.
+                        change.not_before = Some(dependent.not_before.timestamp_micros().max(now));
                         if let Some(queued) = change.apply(txn).await? {
                             events.push(events::task_event(
                                 &queued,

@@ -7,7 +7,7 @@ use godel_error::Error;
 use godel_store::sea_orm::{
     ConnectionTrait, DbBackend, DbErr, QueryResult, SqlErr, Statement, Value,
 };
-use godel_types::{OrchestratorId, PlanId, TaskId, TeamId};
+use godel_types::{OrchestratorId, PlanId, ProfileId, TaskId, TeamId};
 
 use super::task::{Task, TaskError, TaskState, TeamSettings};
 
@@ -15,7 +15,7 @@ use super::task::{Task, TaskError, TaskState, TeamSettings};
 pub(crate) const TASK_COLUMNS: &str = "seq, id, team_id, plan_id, task_type, priority, \
     payload_json, idempotency_key, state, epoch, lease_owner, lease_expires_at, attempts, \
     max_attempts, backoff_base_ms, backoff_max_ms, not_before, created_at, updated_at, \
-    last_error, result_json, plan_key";
+    last_error, result_json, plan_key, labels, profile_id";
 
 /// Logs a database failure and turns it into the error the caller sees.
 pub(crate) fn db_err(operation: &'static str) -> impl FnOnce(DbErr) -> Error {
@@ -117,6 +117,8 @@ pub(crate) fn task_from_row(row: &QueryResult) -> Result<Task, Error> {
     let epoch: i64 = get(row, "epoch")?;
     let attempts: i32 = get(row, "attempts")?;
     let max_attempts: i32 = get(row, "max_attempts")?;
+    let labels: String = get(row, "labels")?;
+    let profile_id: Option<String> = get(row, "profile_id")?;
     Ok(Task {
         seq: get(row, "seq")?,
         id: parse_id("id", &get::<String>(row, "id")?)?,
@@ -144,6 +146,10 @@ pub(crate) fn task_from_row(row: &QueryResult) -> Result<Task, Error> {
         last_error: get(row, "last_error")?,
         result: result.map(|r| parse_json("result_json", &r)).transpose()?,
         plan_key: get(row, "plan_key")?,
+        labels: serde_json::from_str(&labels).map_err(|_| corrupt("labels", &labels))?,
+        profile_id: profile_id
+            .map(|p| parse_id::<ProfileId>("profile_id", &p))
+            .transpose()?,
     })
 }
 
@@ -239,6 +245,7 @@ pub(crate) async fn team_row<C: ConnectionTrait>(
 pub(crate) async fn record_error<C: ConnectionTrait>(
     conn: &C,
     task: &Task,
+    code: &str,
     message: &str,
     retryable: bool,
     now: i64,
@@ -246,7 +253,7 @@ pub(crate) async fn record_error<C: ConnectionTrait>(
     conn.execute_raw(stmt(
         conn,
         "INSERT INTO task_errors (task_id, team_id, attempt, epoch, message, retryable, \
-         occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         occurred_at, code, orchestrator_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         [
             task.id.to_string().into(),
             task.team_id.to_string().into(),
@@ -255,6 +262,8 @@ pub(crate) async fn record_error<C: ConnectionTrait>(
             message.to_owned().into(),
             i32::from(retryable).into(),
             now.into(),
+            code.to_owned().into(),
+            task.lease_owner.map(|o| o.to_string()).into(),
         ],
     ))
     .await
@@ -270,7 +279,8 @@ pub(crate) async fn errors_of<C: ConnectionTrait>(
     let rows = conn
         .query_all_raw(stmt(
             conn,
-            "SELECT attempt, epoch, message, retryable, occurred_at FROM task_errors \
+            "SELECT attempt, epoch, message, retryable, occurred_at, code, orchestrator_id \
+             FROM task_errors \
              WHERE task_id = $1 ORDER BY seq",
             [task.to_string().into()],
         ))
@@ -284,6 +294,10 @@ pub(crate) async fn errors_of<C: ConnectionTrait>(
                 message: get(row, "message")?,
                 retryable: get::<i32>(row, "retryable")? != 0,
                 occurred_at: time(get(row, "occurred_at")?),
+                code: get(row, "code")?,
+                orchestrator_id: get::<Option<String>>(row, "orchestrator_id")?
+                    .map(|o| parse_id::<OrchestratorId>("orchestrator_id", &o))
+                    .transpose()?,
             })
         })
         .collect()

@@ -1,13 +1,14 @@
 //! The queue's domain types: tasks, their states, submissions and leases, and the
 //! validation of what callers submit.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use godel_error::Error;
 use godel_proto::scheduler::v1::TaskState as ProtoTaskState;
-use godel_types::{OrchestratorId, PlanId, TaskId, TeamId};
+use godel_types::{OrchestratorId, PlanId, ProfileId, TaskId, TeamId};
 
 use super::QueueConfig;
 
@@ -17,6 +18,12 @@ pub const DEFAULT_PRIORITY: u8 = 50;
 pub const MAX_TASK_TYPE_LEN: usize = 128;
 /// Longest accepted idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Longest accepted error code, in bytes.
+pub const MAX_ERROR_CODE_LEN: usize = 128;
+/// Most labels on one task.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key or value, in bytes.
+pub const MAX_LABEL_LEN: usize = 256;
 /// Most attempts a task may be given.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
@@ -102,6 +109,13 @@ pub struct NewTask {
     /// 1–[`MAX_ATTEMPTS_LIMIT`]; the configured default when `None`.
     pub max_attempts: Option<u32>,
     pub plan_id: Option<PlanId>,
+    /// Not leased before this time; as soon as possible when `None` (or past).
+    pub not_before: Option<DateTime<Utc>>,
+    /// Free-form labels (at most [`MAX_LABELS`], keys and values at most
+    /// [`MAX_LABEL_LEN`] bytes).
+    pub labels: BTreeMap<String, String>,
+    /// The agent profile to run it with; the orchestrator chooses when `None`.
+    pub profile_id: Option<ProfileId>,
 }
 
 impl NewTask {
@@ -114,7 +128,28 @@ impl NewTask {
             idempotency_key: None,
             max_attempts: None,
             plan_id: None,
+            not_before: None,
+            labels: BTreeMap::new(),
+            profile_id: None,
         }
+    }
+
+    #[must_use]
+    pub fn not_before(mut self, time: DateTime<Utc>) -> Self {
+        self.not_before = Some(time);
+        self
+    }
+
+    #[must_use]
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    #[must_use]
+    pub fn profile(mut self, profile: ProfileId) -> Self {
+        self.profile_id = Some(profile);
+        self
     }
 
     #[must_use]
@@ -146,6 +181,10 @@ pub(crate) struct ValidTask {
     pub idempotency_key: Option<String>,
     pub max_attempts: u32,
     pub plan_id: Option<PlanId>,
+    /// Microseconds since the epoch.
+    pub not_before: Option<i64>,
+    pub labels_json: String,
+    pub profile_id: Option<ProfileId>,
 }
 
 /// Checks `task`, naming the offending field as `<prefix>.<field>`.
@@ -203,6 +242,28 @@ pub(crate) fn validate(
             format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
         ));
     }
+    if task.labels.len() > MAX_LABELS {
+        return Err(Error::invalid_argument(
+            field("labels"),
+            format!("at most {MAX_LABELS} labels are accepted"),
+        ));
+    }
+    for (key, value) in &task.labels {
+        if key.trim().is_empty() {
+            return Err(Error::invalid_argument(
+                field("labels"),
+                "a label key must not be empty",
+            ));
+        }
+        if key.len() > MAX_LABEL_LEN || value.len() > MAX_LABEL_LEN {
+            return Err(Error::invalid_argument(
+                field(&format!("labels[{key}]")),
+                format!("label keys and values must be at most {MAX_LABEL_LEN} bytes"),
+            ));
+        }
+    }
+    let labels_json = serde_json::to_string(&task.labels)
+        .map_err(|_| Error::invalid_argument(field("labels"), "labels cannot be encoded"))?;
     Ok(ValidTask {
         task_type: task_type.to_owned(),
         priority,
@@ -211,6 +272,9 @@ pub(crate) fn validate(
         idempotency_key: task.idempotency_key,
         max_attempts,
         plan_id: task.plan_id,
+        not_before: task.not_before.map(|t| t.timestamp_micros()),
+        labels_json,
+        profile_id: task.profile_id,
     })
 }
 
@@ -240,6 +304,8 @@ pub struct Task {
     pub result: Option<serde_json::Value>,
     /// The task's key within its plan; `None` for a standalone task.
     pub plan_key: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub profile_id: Option<ProfileId>,
     /// Submission order.
     pub(crate) seq: i64,
 }
@@ -273,11 +339,31 @@ pub enum FailOutcome {
 /// One failed attempt of a task (or a lease that expired).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
+    /// The reporter's snake_case code; empty when it gave none. `lease_expired` for
+    /// a lease that ran out.
+    pub code: String,
+    /// The orchestrator that held the lease.
+    pub orchestrator_id: Option<OrchestratorId>,
     pub attempt: u32,
     pub epoch: u64,
     pub message: String,
     pub retryable: bool,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// A failed attempt as its reporter describes it, for
+/// [`Queue::fail_with`](super::Queue::fail_with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure<'a> {
+    /// A snake_case code (at most [`MAX_ERROR_CODE_LEN`] bytes); may be empty.
+    pub code: &'a str,
+    /// What went wrong, for people; must not be empty.
+    pub message: &'a str,
+    /// False when retrying cannot help: the task is dead-lettered at once.
+    pub retryable: bool,
+    /// Wait at least this long before the next attempt, even when the backoff is
+    /// shorter.
+    pub retry_after: Option<Duration>,
 }
 
 /// A dead-lettered task with its error history, oldest first.
@@ -317,6 +403,10 @@ pub struct ListTasks {
     pub after: Option<TaskId>,
     /// Page size; the configured default when 0, capped by the configured maximum.
     pub limit: usize,
+    /// Only tasks of this plan.
+    pub plan_id: Option<PlanId>,
+    /// Only tasks of this type.
+    pub task_type: Option<String>,
 }
 
 /// A page of results; `next` is the cursor of the following page, if any.
