@@ -70,6 +70,31 @@ pub fn outbox_event(subject: Subject, payload: impl Into<bytes::Bytes>) -> Outbo
     OutboxEvent::new(subject, headers, payload)
 }
 
+/// An outbox event whose payload is a CloudEvent (`dev.godel.<area>.<event>.v1`, the
+/// event being `subject`'s last token) carrying `data` as proto3 JSON, with the same
+/// id as the outbox row (so `Nats-Msg-Id` and the CloudEvents `id` agree) and the
+/// current trace context. `resource` is the CloudEvents `subject`: the id of what
+/// changed. The one place services turn a state change into a published event.
+pub fn cloud_event<T: serde::Serialize>(
+    subject: Subject,
+    source: &str,
+    area: &str,
+    resource: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    data: &T,
+) -> Result<OutboxEvent, godel_error::Error> {
+    let event_type = godel_proto::cloudevent::event_type(area, subject.event());
+    let mut event = outbox_event(subject, Vec::new());
+    let payload =
+        godel_proto::cloudevent::encode(event.id, source, &event_type, resource, time, data)
+            .map_err(|source| {
+                tracing::error!(error = %source, event_type, "cannot encode an event");
+                godel_error::Error::internal(format!("cannot encode the {event_type} event"))
+            })?;
+    event.payload = payload.into();
+    Ok(event)
+}
+
 /// A service's open database, its bus and its outbox relay.
 pub struct Backend {
     db: Db,

@@ -138,21 +138,14 @@ pub(crate) fn iam_event(
         roles,
         occurred_at: Some(godel_proto::convert::to_timestamp(at)),
     };
-    let mut outbox = godel_backend::outbox_event(godel_bus::Subject::iam(team, &event), Vec::new());
-    let payload = godel_proto::cloudevent::encode(
-        outbox.id,
+    godel_backend::cloud_event(
+        godel_bus::Subject::iam(team, &event),
         EVENT_SOURCE,
-        &godel_proto::cloudevent::event_type("iam", &event),
+        "iam",
         &subject_id,
         at,
         &data,
     )
-    .map_err(|source| {
-        tracing::error!(error = %source, "encoding an IAM event failed");
-        Error::internal("encoding an IAM event failed")
-    })?;
-    outbox.payload = payload.into();
-    Ok(outbox)
 }
 
 /// Writes `events` to the outbox in `txn`.

@@ -1,13 +1,11 @@
 //! `task.<state>` and `plan.<event>` events: a `godel.events.v1.TaskEvent` or
 //! `PlanEvent` in a CloudEvents envelope, written to the outbox in the transaction that made the change.
 
-use godel_backend::outbox_event;
+use godel_backend::cloud_event;
 use godel_bus::Subject;
 use godel_error::Error;
-use godel_proto::cloudevent;
 use godel_proto::events::v1::{PlanEvent, TaskEvent};
 use godel_store::OutboxEvent;
-use godel_types::EventId;
 
 use super::plans::{Plan, PlanState};
 use super::store::time;
@@ -39,22 +37,14 @@ pub(crate) fn task_event(
         orchestrator_id: task.lease_owner.map(|o| o.to_string()).unwrap_or_default(),
         occurred_at: Some(godel_proto::convert::to_timestamp(occurred_at)),
     };
-    let id = EventId::new();
-    let payload = cloudevent::encode(
-        id,
+    cloud_event(
+        Subject::task(task.team_id, to.as_str()),
         EVENT_SOURCE,
-        &cloudevent::event_type("task", to.as_str()),
+        "task",
         &task.id.to_string(),
         occurred_at,
         &data,
     )
-    .map_err(|e| {
-        tracing::error!(error = %e, "cannot encode a task event");
-        Error::internal("cannot encode a task event")
-    })?;
-    let mut event = outbox_event(Subject::task(task.team_id, to.as_str()), payload);
-    event.id = id;
-    Ok(event)
 }
 
 /// The `plan.<event>` event about `plan` (as it is after the change): `submitted` when
@@ -82,20 +72,12 @@ pub(crate) fn plan_event(
         reason: reason.to_owned(),
         occurred_at: Some(godel_proto::convert::to_timestamp(occurred_at)),
     };
-    let id = EventId::new();
-    let payload = cloudevent::encode(
-        id,
+    cloud_event(
+        Subject::plan(plan.team_id, name),
         EVENT_SOURCE,
-        &cloudevent::event_type("plan", name),
+        "plan",
         &plan.id.to_string(),
         occurred_at,
         &data,
     )
-    .map_err(|e| {
-        tracing::error!(error = %e, "cannot encode a plan event");
-        Error::internal("cannot encode a plan event")
-    })?;
-    let mut event = outbox_event(Subject::plan(plan.team_id, name), payload);
-    event.id = id;
-    Ok(event)
 }
