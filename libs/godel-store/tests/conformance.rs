@@ -20,7 +20,7 @@ use godel_store::{
     outbox,
 };
 use godel_test_utils::eventually;
-use godel_test_utils::postgres::TestDb;
+use godel_test_utils::postgres::{DbKind as Kind, TestDb};
 use godel_types::{EventId, TeamId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -85,12 +85,6 @@ impl MigratorTrait for TestMigrator {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
-
 /// A migrated database for one test. `db` is declared first so the pool goes before
 /// the schema/temp dir does.
 struct Harness {
@@ -107,10 +101,7 @@ impl Harness {
     }
 
     async fn unmigrated(kind: Kind) -> Self {
-        let test_db = match kind {
-            Kind::Sqlite => TestDb::sqlite(),
-            Kind::Postgres => TestDb::postgres().await,
-        };
+        let test_db = TestDb::of(kind).await;
         let config = DatabaseConfig {
             url: test_db.url.clone().into(),
             schema: test_db.schema.clone(),

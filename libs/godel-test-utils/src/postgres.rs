@@ -34,6 +34,13 @@ const SCHEMA_PREFIX: &str = "godel_test";
 const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which database a test body runs on: suites run the same body on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
 /// A database for one test: connect with `url` and, on PostgreSQL, `schema` as the
 /// schema (`search_path`).
 #[derive(Debug)]
@@ -47,6 +54,14 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A fresh database of `kind`: [`TestDb::sqlite`] or [`TestDb::postgres`].
+    pub async fn of(kind: DbKind) -> Self {
+        match kind {
+            DbKind::Sqlite => Self::sqlite(),
+            DbKind::Postgres => Self::postgres().await,
+        }
+    }
+
     /// A fresh, empty schema on the test PostgreSQL server. Panics when the server is
     /// unreachable (tests never skip).
     pub async fn postgres() -> Self {

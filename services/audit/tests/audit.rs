@@ -29,15 +29,9 @@ use godel_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use godel_store::{DatabaseConfig, Db};
 use godel_test_utils::eventually;
 use godel_test_utils::nats::TestNats;
-use godel_test_utils::postgres::TestDb;
+use godel_test_utils::postgres::{DbKind as Kind, TestDb};
 use godel_types::{AuditRecordId, EventId, TeamId};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
 
 /// A migrated database, key files and a checkpoint directory for one test.
 struct Harness {
@@ -56,10 +50,7 @@ impl Harness {
     }
 
     async fn with_checkpoints_every(kind: Kind, every_records: u64) -> Self {
-        let test_db = match kind {
-            Kind::Sqlite => TestDb::sqlite(),
-            Kind::Postgres => TestDb::postgres().await,
-        };
+        let test_db = TestDb::of(kind).await;
         let dir = tempfile::tempdir().unwrap();
         let config = config(&test_db, dir.path().to_owned(), every_records);
         let db = godel_store::connect(&config.database).await.unwrap();
@@ -650,10 +641,7 @@ async fn postgres_rejects_update_delete_and_truncate_of_the_chain() {
 }
 
 async fn grpc_round_trip(kind: Kind) {
-    let test_db = match kind {
-        Kind::Sqlite => TestDb::sqlite(),
-        Kind::Postgres => TestDb::postgres().await,
-    };
+    let test_db = TestDb::of(kind).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(&test_db, dir.path().to_owned(), 10);
     let deps = Dependencies::connect(&config.bus).await.unwrap();
@@ -883,10 +871,7 @@ struct IntakeEnv {
 
 impl IntakeEnv {
     async fn new(kind: Kind, bus: BusUnder) -> Self {
-        let test_db = match kind {
-            Kind::Sqlite => TestDb::sqlite(),
-            Kind::Postgres => TestDb::postgres().await,
-        };
+        let test_db = TestDb::of(kind).await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = config(&test_db, dir.path().to_owned(), 0);
         let (memory, nats, publisher) = match bus {

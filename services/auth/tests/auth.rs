@@ -23,17 +23,11 @@ use godel_store::sea_orm::ConnectionTrait;
 use godel_store::sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use godel_store::{DatabaseConfig, Db, OutboxRelay, RelayConfig};
 use godel_test_utils::eventually;
-use godel_test_utils::postgres::TestDb;
+use godel_test_utils::postgres::{DbKind as Kind, TestDb};
 use godel_types::{TeamId, UserId};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
 
 /// What the consumer received: (subject, event).
 type Received = Arc<Mutex<Vec<(String, IamEvent)>>>;
@@ -54,10 +48,7 @@ impl Harness {
     }
 
     async fn with_tokens(kind: Kind, tokens: TokenConfig) -> Self {
-        let test_db = match kind {
-            Kind::Sqlite => TestDb::sqlite(),
-            Kind::Postgres => TestDb::postgres().await,
-        };
+        let test_db = TestDb::of(kind).await;
         let config = DatabaseConfig {
             url: test_db.url.clone().into(),
             schema: test_db.schema.clone(),
