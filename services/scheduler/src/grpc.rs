@@ -562,22 +562,13 @@ impl SchedulerService for SchedulerGrpc {
             async {
                 let team = team(&req.team_id)?;
                 let (after, limit) = page_args(req.page.as_ref())?;
-                let filter = crate::queue::ListTasks {
-                    state: Some(TaskState::DeadLettered),
-                    after,
-                    limit,
-                    plan_id: None,
-                    task_type: (!req.task_type.is_empty()).then_some(req.task_type),
-                };
-                let page = self.queue.list(team, filter).await?;
-                let mut dead_letters = Vec::with_capacity(page.items.len());
-                for task in &page.items {
-                    dead_letters.push(dead_letter_to_pb(
-                        &self.queue.dead_letter(team, task.id).await?,
-                    ));
-                }
+                let task_type = (!req.task_type.is_empty()).then_some(req.task_type);
+                let page = self
+                    .queue
+                    .dead_letters(team, after, limit, task_type)
+                    .await?;
                 Ok(pb::ListDeadLettersResponse {
-                    dead_letters,
+                    dead_letters: page.items.iter().map(dead_letter_to_pb).collect(),
                     page: Some(page_response(&page)),
                 })
             }

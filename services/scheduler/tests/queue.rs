@@ -22,18 +22,12 @@ use godel_scheduler::{Migrator, QueueConfig};
 use godel_store::sea_orm::{ConnectionTrait, Statement};
 use godel_store::{DatabaseConfig, Db, OutboxRelay, RelayConfig};
 use godel_test_utils::eventually;
-use godel_test_utils::postgres::TestDb;
+use godel_test_utils::postgres::{DbKind as Kind, TestDb};
 use godel_types::{OrchestratorId, ProfileId, TaskId, TeamId};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 const LEASE: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
 
 /// A migrated database and a queue over it. The outbox relay is not running, so
 /// every event written stays readable in the `outbox` table.
@@ -50,10 +44,7 @@ impl Harness {
     }
 
     async fn with_config(kind: Kind, queue_config: QueueConfig) -> Self {
-        let test_db = match kind {
-            Kind::Sqlite => TestDb::sqlite(),
-            Kind::Postgres => TestDb::postgres().await,
-        };
+        let test_db = TestDb::of(kind).await;
         let config = DatabaseConfig {
             url: test_db.url.clone().into(),
             schema: test_db.schema.clone(),
@@ -523,10 +514,19 @@ async fn retry_backoff_and_dead_letters(kind: Kind) {
         .unwrap();
     assert_eq!(outcome, FailOutcome::DeadLettered);
 
-    let page = h.queue.dead_letters(team, None, 10).await.unwrap();
+    let page = h.queue.dead_letters(team, None, 10, None).await.unwrap();
     assert_eq!(
-        page.items.iter().map(|t| t.id).collect::<Vec<_>>(),
+        page.items.iter().map(|d| d.task.id).collect::<Vec<_>>(),
         vec![t.id]
+    );
+    assert_eq!(
+        page.items[0]
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["tool crashed", "tool crashed again"],
+        "the list carries each dead letter's error history"
     );
     let dl = h.queue.dead_letter(team, t.id).await.unwrap();
     assert_eq!(dl.task.state, TaskState::DeadLettered);
@@ -558,7 +558,7 @@ async fn retry_backoff_and_dead_letters(kind: Kind) {
     h.queue.fail(other.id, l.epoch, "nope", true).await.unwrap();
     assert_eq!(
         h.queue
-            .dead_letters(team, None, 10)
+            .dead_letters(team, None, 10, None)
             .await
             .unwrap()
             .items
@@ -580,7 +580,7 @@ async fn retry_backoff_and_dead_letters(kind: Kind) {
     assert_eq!(h.queue.purge_dead_letters(team, &[]).await.unwrap(), 1);
     assert!(
         h.queue
-            .dead_letters(team, None, 10)
+            .dead_letters(team, None, 10, None)
             .await
             .unwrap()
             .items

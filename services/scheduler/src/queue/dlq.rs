@@ -11,20 +11,36 @@ use super::task::{DeadLetter, ListTasks, Page, Task, TaskState};
 use super::{Queue, events};
 
 impl Queue {
-    /// A page of `team`'s dead-lettered tasks in id order, after `after`.
+    /// A page of `team`'s dead-lettered tasks in id order, after `after` (of one task
+    /// type when `task_type` is set), each with its error history, oldest first.
     pub async fn dead_letters(
         &self,
         team: TeamId,
         after: Option<TaskId>,
         limit: usize,
-    ) -> Result<Page<Task>, Error> {
+        task_type: Option<String>,
+    ) -> Result<Page<DeadLetter>, Error> {
         let filter = ListTasks {
             state: Some(TaskState::DeadLettered),
             after,
             limit,
+            task_type,
             ..ListTasks::default()
         };
-        self.list(team, filter).await
+        let page = self.list(team, filter).await?;
+        let ids: Vec<TaskId> = page.items.iter().map(|t| t.id).collect();
+        let mut histories = store::errors_of_many(self.db.conn(), &ids).await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|task| {
+                    let errors = histories.remove(&task.id).unwrap_or_default();
+                    DeadLetter { task, errors }
+                })
+                .collect(),
+            next: page.next,
+        })
     }
 
     /// A dead-lettered task of `team` with its error history, oldest first.

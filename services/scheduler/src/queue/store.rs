@@ -2,6 +2,8 @@
 //! small reads and writes several operations make. Every statement is plain SQL with
 //! `$n` parameters, which both PostgreSQL and SQLite accept.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use godel_error::Error;
 use godel_store::sea_orm::{
@@ -276,31 +278,49 @@ pub(crate) async fn errors_of<C: ConnectionTrait>(
     conn: &C,
     task: TaskId,
 ) -> Result<Vec<TaskError>, Error> {
+    Ok(errors_of_many(conn, &[task])
+        .await?
+        .remove(&task)
+        .unwrap_or_default())
+}
+
+/// The error histories of `tasks`, each oldest first, in one query.
+pub(crate) async fn errors_of_many<C: ConnectionTrait>(
+    conn: &C,
+    tasks: &[TaskId],
+) -> Result<HashMap<TaskId, Vec<TaskError>>, Error> {
+    let mut histories: HashMap<TaskId, Vec<TaskError>> = HashMap::new();
+    if tasks.is_empty() {
+        return Ok(histories);
+    }
     let rows = conn
         .query_all_raw(stmt(
             conn,
-            "SELECT attempt, epoch, message, retryable, occurred_at, code, orchestrator_id \
-             FROM task_errors \
-             WHERE task_id = $1 ORDER BY seq",
-            [task.to_string().into()],
+            format!(
+                "SELECT task_id, attempt, epoch, message, retryable, occurred_at, code, \
+                 orchestrator_id FROM task_errors WHERE task_id IN ({}) ORDER BY seq",
+                placeholders(1, tasks.len())
+            ),
+            tasks.iter().map(|t| t.to_string().into()),
         ))
         .await
         .map_err(db_err("reading task errors"))?;
-    rows.iter()
-        .map(|row| {
-            Ok(TaskError {
-                attempt: u32::try_from(get::<i32>(row, "attempt")?).unwrap_or(0),
-                epoch: u64::try_from(get::<i64>(row, "epoch")?).unwrap_or(0),
-                message: get(row, "message")?,
-                retryable: get::<i32>(row, "retryable")? != 0,
-                occurred_at: time(get(row, "occurred_at")?),
-                code: get(row, "code")?,
-                orchestrator_id: get::<Option<String>>(row, "orchestrator_id")?
-                    .map(|o| parse_id::<OrchestratorId>("orchestrator_id", &o))
-                    .transpose()?,
-            })
-        })
-        .collect()
+    for row in &rows {
+        let task = parse_id::<TaskId>("task_id", &get::<String>(row, "task_id")?)?;
+        let error = TaskError {
+            attempt: u32::try_from(get::<i32>(row, "attempt")?).unwrap_or(0),
+            epoch: u64::try_from(get::<i64>(row, "epoch")?).unwrap_or(0),
+            message: get(row, "message")?,
+            retryable: get::<i32>(row, "retryable")? != 0,
+            occurred_at: time(get(row, "occurred_at")?),
+            code: get(row, "code")?,
+            orchestrator_id: get::<Option<String>>(row, "orchestrator_id")?
+                .map(|o| parse_id::<OrchestratorId>("orchestrator_id", &o))
+                .transpose()?,
+        };
+        histories.entry(task).or_default().push(error);
+    }
+    Ok(histories)
 }
 
 /// Sets a task's state and lease fields, guarded by its current epoch and state so a
