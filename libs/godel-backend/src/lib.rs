@@ -83,7 +83,23 @@ pub fn cloud_event<T: serde::Serialize>(
     time: chrono::DateTime<chrono::Utc>,
     data: &T,
 ) -> Result<OutboxEvent, godel_error::Error> {
-    let event_type = godel_proto::cloudevent::event_type(area, subject.event());
+    let event = subject.event().to_owned();
+    cloud_event_named(subject, &event, source, area, resource, time, data)
+}
+
+/// Like [`cloud_event`], for subjects whose last token is not the event's name (it
+/// names a recipient, as `godel.v1.dispatch.<orchestrator_id>` does): the CloudEvent
+/// type is `dev.godel.<area>.<event>.v1`.
+pub fn cloud_event_named<T: serde::Serialize>(
+    subject: Subject,
+    event: &str,
+    source: &str,
+    area: &str,
+    resource: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    data: &T,
+) -> Result<OutboxEvent, godel_error::Error> {
+    let event_type = godel_proto::cloudevent::event_type(area, event);
     let mut event = outbox_event(subject, Vec::new());
     let payload =
         godel_proto::cloudevent::encode(event.id, source, &event_type, resource, time, data)

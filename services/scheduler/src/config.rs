@@ -95,6 +95,20 @@ pub struct QueueConfig {
     /// How often the queue gauges (depth, age of the oldest queued task) are refreshed.
     #[serde(with = "godel_config::duration")]
     pub metrics_interval: Duration,
+    /// Push dispatch: the elected replica leases ready tasks to registered
+    /// orchestrators and announces them on their dispatch subjects. When off,
+    /// orchestrators only pull work with `LeaseTasks`.
+    pub dispatch: bool,
+    /// How often the dispatch leader looks for work when nothing woke it (work
+    /// submitted through another replica is found this way).
+    #[serde(with = "godel_config::duration")]
+    pub dispatch_interval: Duration,
+    /// Most tasks leased to one orchestrator in one dispatch transaction.
+    pub dispatch_batch: usize,
+    /// How long the dispatch leadership lasts unless renewed (renewed every third of
+    /// it); a standby takes over within about this long after the leader dies.
+    #[serde(with = "godel_config::duration")]
+    pub leader_ttl: Duration,
 }
 
 impl Default for QueueConfig {
@@ -117,6 +131,10 @@ impl Default for QueueConfig {
             max_plan_tasks: 1_000,
             orchestrator_ttl: Duration::from_secs(15),
             metrics_interval: Duration::from_secs(10),
+            dispatch: true,
+            dispatch_interval: Duration::from_millis(100),
+            dispatch_batch: 500,
+            leader_ttl: Duration::from_secs(10),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! the in-process bus); `main.rs` only calls [`serve`].
 
 mod config;
+pub mod dispatch;
 pub mod grpc;
+pub mod leader;
 mod migrations;
 pub mod queue;
 pub mod registry;
@@ -42,8 +44,9 @@ pub async fn serve(config: SchedulerConfig, shutdown: CancellationToken) -> Resu
 }
 
 /// Opens and migrates the database, then starts the listeners (serving the gRPC
-/// `SchedulerService`, see [`grpc`]), the outbox relay and
-/// the sweeper of expired leases and the refresher of the queue gauges.
+/// `SchedulerService`, see [`grpc`]), the outbox relay, the sweeper of expired
+/// leases, the refresher of the queue gauges and the dispatch loop ([`dispatch`],
+/// active on the one replica elected to lead it).
 /// Returns once the service is listening; [`RunningService::wait`] waits for its end.
 pub async fn start(
     config: SchedulerConfig,
@@ -52,8 +55,13 @@ pub async fn start(
 ) -> Result<RunningService, Error> {
     let backend = Backend::open::<Migrator>(SERVICE, &config.database, deps).await?;
     let registry = registry::Registry::new(backend.db().clone(), config.queue.orchestrator_ttl);
-    let queue = queue::Queue::new(backend.db().clone(), backend.notifier(), config.queue);
+    let queue = queue::Queue::new(
+        backend.db().clone(),
+        backend.notifier(),
+        config.queue.clone(),
+    );
     let metrics_queue = queue.clone();
+    let dispatcher = dispatch::Dispatcher::new(queue.clone(), registry.clone());
     let service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
         .grpc_service(SchedulerServiceServer::new(grpc::SchedulerGrpc::new(
@@ -62,8 +70,14 @@ pub async fn start(
         )));
     // Registered after the outbox relay, so shutdown stops it first and the relay
     // still publishes what its last sweep wrote.
-    backend
-        .install(service)
+    let mut service = backend.install(service);
+    if config.queue.dispatch {
+        service = service.background("dispatcher", move |stop| async move {
+            dispatcher.run(stop).await;
+            Ok(())
+        });
+    }
+    service
         .background("lease-sweeper", move |stop| async move {
             queue.run_sweeper(stop).await;
             Ok(())

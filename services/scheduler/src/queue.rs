@@ -17,12 +17,14 @@ pub(crate) mod store;
 mod task;
 pub mod wfq;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use godel_error::Error;
 use godel_store::sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 use godel_store::{Db, OutboxEvent, RelayNotifier};
 use godel_types::{TaskId, TeamId};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::QueueConfig;
@@ -62,6 +64,7 @@ pub struct Queue {
     db: Db,
     notifier: RelayNotifier,
     config: QueueConfig,
+    changed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -81,11 +84,24 @@ impl Queue {
             db,
             notifier,
             config,
+            changed: Arc::new(Notify::new()),
         }
+    }
+
+    /// Woken after every committed state change of this replica's queue (a
+    /// submission, completion, failure, requeue…): the dispatch loop waits on it so
+    /// new work and freed capacity are acted on at once. Changes made through other
+    /// replicas are found by the loop's polling.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     pub fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, Error> {
@@ -109,6 +125,7 @@ impl Queue {
         txn.commit().await.map_err(db_err("committing"))?;
         if !events.is_empty() {
             self.notifier.notify();
+            self.changed.notify_one();
         }
         Ok(())
     }

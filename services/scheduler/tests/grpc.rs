@@ -67,6 +67,8 @@ async fn round_trip(test_db: TestDb) {
         queue: QueueConfig {
             max_queued_per_team: 4,
             backpressure_retry_after: Duration::from_secs(7),
+            // Orchestrators pull here; push dispatch is tested in tests/dispatch.rs.
+            dispatch: false,
             ..QueueConfig::default()
         },
         ..SchedulerConfig::default()

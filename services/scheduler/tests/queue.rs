@@ -1410,6 +1410,8 @@ async fn the_service_sweeps_expired_leases() {
     config.server.http_addr = "127.0.0.1:0".parse().unwrap();
     config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.queue.sweep_interval = Duration::from_millis(50);
+    // A second SQLite connection writes below; only the sweeper writes in the service.
+    config.queue.dispatch = false;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let deps = godel_scheduler::Dependencies {
         bus: Arc::new(MemoryBus::default()),

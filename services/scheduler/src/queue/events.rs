@@ -1,11 +1,12 @@
 //! `task.<state>` and `plan.<event>` events: a `godel.events.v1.TaskEvent` or
 //! `PlanEvent` in a CloudEvents envelope, written to the outbox in the transaction that made the change.
 
-use godel_backend::cloud_event;
+use godel_backend::{cloud_event, cloud_event_named};
 use godel_bus::Subject;
 use godel_error::Error;
-use godel_proto::events::v1::{PlanEvent, TaskEvent};
+use godel_proto::events::v1::{DispatchEvent, DispatchedTask, PlanEvent, TaskEvent};
 use godel_store::OutboxEvent;
+use godel_types::OrchestratorId;
 
 use super::plans::{Plan, PlanState};
 use super::store::time;
@@ -77,6 +78,37 @@ pub(crate) fn plan_event(
         EVENT_SOURCE,
         "plan",
         &plan.id.to_string(),
+        occurred_at,
+        &data,
+    )
+}
+
+/// The `dispatch.tasks` event telling `orchestrator` which tasks it was just leased,
+/// each with the epoch proving its ownership.
+pub(crate) fn dispatch_event(
+    orchestrator: OrchestratorId,
+    tasks: &[Task],
+    now: i64,
+) -> Result<OutboxEvent, Error> {
+    let occurred_at = time(now);
+    let data = DispatchEvent {
+        orchestrator_id: orchestrator.to_string(),
+        tasks: tasks
+            .iter()
+            .map(|t| DispatchedTask {
+                team_id: t.team_id.to_string(),
+                task_id: t.id.to_string(),
+                epoch: t.epoch,
+            })
+            .collect(),
+        occurred_at: Some(godel_proto::convert::to_timestamp(occurred_at)),
+    };
+    cloud_event_named(
+        Subject::dispatch(orchestrator),
+        "tasks",
+        EVENT_SOURCE,
+        "dispatch",
+        &orchestrator.to_string(),
         occurred_at,
         &data,
     )

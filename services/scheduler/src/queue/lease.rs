@@ -16,6 +16,7 @@ use super::task::{
 };
 use super::wfq::{Candidate, FairQueue, Lane};
 use super::{Queue, events, metrics, plans, positive, read_vtime};
+use crate::leader::Term;
 
 /// First half of the PostgreSQL advisory-lock key that serializes claims (the second
 /// is the schema's hash), so the WFQ clock and per-team limits see one claim at a time.
@@ -34,6 +35,32 @@ impl Queue {
         max: usize,
         lease_duration: Duration,
     ) -> Result<Vec<LeasedTask>, Error> {
+        self.lease_in(orchestrator, max, lease_duration, None).await
+    }
+
+    /// Like [`lease`](Self::lease), made by the dispatch loop's leader in `term`: the
+    /// claim is refused unless `term` still holds the leadership, and a
+    /// `dispatch.tasks` event naming the leased tasks and their epochs is written to
+    /// the outbox in the same transaction, so the orchestrator hears of exactly what
+    /// was committed.
+    pub async fn dispatch(
+        &self,
+        orchestrator: OrchestratorId,
+        max: usize,
+        lease_duration: Duration,
+        term: &Term,
+    ) -> Result<Vec<LeasedTask>, Error> {
+        self.lease_in(orchestrator, max, lease_duration, Some(term))
+            .await
+    }
+
+    async fn lease_in(
+        &self,
+        orchestrator: OrchestratorId,
+        max: usize,
+        lease_duration: Duration,
+        term: Option<&Term>,
+    ) -> Result<Vec<LeasedTask>, Error> {
         let lease_duration = positive("lease_duration", lease_duration)?;
         let max = max.min(self.config.max_lease_batch);
         if max == 0 {
@@ -50,6 +77,9 @@ impl Queue {
             .map_err(db_err("taking the claim lock"))?;
         }
         let now = store::db_now(&txn).await?;
+        if let Some(term) = term {
+            term.check(&txn, now).await?;
+        }
         let (teams, mut fq) = self.load_lanes(&txn, max, now).await?;
         let mut picked: Vec<i64> = Vec::with_capacity(max);
         let mut touched = vec![false; teams.len()];
@@ -96,10 +126,13 @@ impl Queue {
         let order: HashMap<i64, usize> = picked.iter().enumerate().map(|(i, s)| (*s, i)).collect();
         let mut tasks = store::tasks_from_rows(&rows)?;
         tasks.sort_by_key(|t| order.get(&t.seq).copied().unwrap_or(usize::MAX));
-        let events = tasks
+        let mut events = tasks
             .iter()
             .map(|t| events::task_event(t, Some(TaskState::Queued), "", now))
             .collect::<Result<Vec<_>, _>>()?;
+        if term.is_some() {
+            events.push(events::dispatch_event(orchestrator, &tasks, now)?);
+        }
         self.commit(txn, &events).await?;
         let leased: Vec<LeasedTask> = tasks
             .into_iter()
