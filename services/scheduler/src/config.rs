@@ -95,6 +95,9 @@ pub struct QueueConfig {
     /// How often the queue gauges (depth, age of the oldest queued task) are refreshed.
     #[serde(with = "godel_config::duration")]
     pub metrics_interval: Duration,
+    /// Most single-task writes (completions) that concurrent calls share in one
+    /// transaction.
+    pub write_batch: usize,
     /// Push dispatch: the elected replica leases ready tasks to registered
     /// orchestrators and announces them on their dispatch subjects. When off,
     /// orchestrators only pull work with `LeaseTasks`.
@@ -131,6 +134,7 @@ impl Default for QueueConfig {
             max_plan_tasks: 1_000,
             orchestrator_ttl: Duration::from_secs(15),
             metrics_interval: Duration::from_secs(10),
+            write_batch: 256,
             dispatch: true,
             dispatch_interval: Duration::from_millis(100),
             dispatch_batch: 500,

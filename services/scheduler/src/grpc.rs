@@ -18,9 +18,10 @@ use godel_proto::scheduler::v1::scheduler_service_server::SchedulerService;
 use godel_types::{OrchestratorId, PlanId, TaskId, TeamId};
 use tonic::{Request, Response, Status};
 
+use crate::coalesce::Coalescer;
 use crate::queue::{
-    COUNTED_STATES, DeadLetter, Failure, NewPlan, NewTask, Page, Plan, PlanDetail, PlanTask, Queue,
-    Submitted, Task, TaskError, TaskState,
+    COUNTED_STATES, Completion, DeadLetter, Failure, NewPlan, NewTask, Page, Plan, PlanDetail,
+    PlanTask, Queue, Submitted, Task, TaskError, TaskState,
 };
 use crate::registry::{Registration, Registry};
 
@@ -29,11 +30,25 @@ use crate::registry::{Registration, Registry};
 pub struct SchedulerGrpc {
     queue: Queue,
     registry: Registry,
+    /// Completions from concurrent `CompleteTask` calls, written together.
+    completions: Coalescer<Completion, Task>,
 }
 
 impl SchedulerGrpc {
+    /// The API over `queue` and `registry`; starts the completion writers (so it
+    /// must be called inside a Tokio runtime).
     pub fn new(queue: Queue, registry: Registry) -> Self {
-        Self { queue, registry }
+        let writer = queue.clone();
+        let completions =
+            Coalescer::spawn("completion", 2, queue.config().write_batch, move |batch| {
+                let queue = writer.clone();
+                async move { queue.complete_many(batch).await }
+            });
+        Self {
+            queue,
+            registry,
+            completions,
+        }
     }
 
     /// Fails unless `task` is leased to `orchestrator` (or was, for a repeated
@@ -464,11 +479,17 @@ impl SchedulerService for SchedulerGrpc {
                         )
                     })?
                 };
-                self.check_owner(id, orchestrator(&req.orchestrator_id)?)
+                let task = self
+                    .completions
+                    .call(Completion {
+                        task_id: id,
+                        epoch: req.epoch,
+                        result,
+                        owner: Some(orchestrator(&req.orchestrator_id)?),
+                    })
                     .await?;
-                self.queue.complete(id, req.epoch, result).await?;
                 Ok(pb::CompleteTaskResponse {
-                    task: Some(task_to_pb(&self.queue.get_any(id).await?)),
+                    task: Some(task_to_pb(&task)),
                 })
             }
             .await,

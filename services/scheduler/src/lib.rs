@@ -4,6 +4,7 @@
 //! database and NATS) and [`start`] (dependencies passed in, as `godel up` does with
 //! the in-process bus); `main.rs` only calls [`serve`].
 
+mod coalesce;
 mod config;
 pub mod dispatch;
 pub mod grpc;

@@ -448,6 +448,7 @@ async fn complete_many_in_one_batch(kind: Kind) {
             task_id: l.task.id,
             epoch: l.epoch,
             result: json!({"ok": true}),
+            owner: None,
         })
         .collect();
     completions[3].epoch = 7;
@@ -1357,6 +1358,7 @@ async fn concurrent_completions_unblock_a_dependent_once() {
                 task_id: l.task.id,
                 epoch: l.epoch,
                 result: json!({}),
+                owner: None,
             })
             .collect();
         handles.push(tokio::spawn(async move {

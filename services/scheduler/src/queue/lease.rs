@@ -266,19 +266,21 @@ impl Queue {
                 task_id: task,
                 epoch,
                 result,
+                owner: None,
             }])
             .await?;
         out.pop()
             .unwrap_or_else(|| Err(Error::internal("a completion produced no outcome")))
+            .map(|_| ())
     }
 
-    /// Records several completions in one transaction. Each gets its own outcome (a
-    /// stale one is rejected without affecting the others); the outer error is a
-    /// store failure, after which none was recorded.
+    /// Records several completions in one transaction. Each gets its own outcome,
+    /// the task as it is after (a stale one is rejected without affecting the
+    /// others); the outer error is a store failure, after which none was recorded.
     pub async fn complete_many(
         &self,
         completions: Vec<Completion>,
-    ) -> Result<Vec<Result<(), Error>>, Error> {
+    ) -> Result<Vec<Result<Task, Error>>, Error> {
         let txn = self.begin().await?;
         let now = store::db_now(&txn).await?;
         let mut outcomes = Vec::with_capacity(completions.len());
@@ -286,8 +288,12 @@ impl Queue {
         let mut finished = Vec::new();
         for c in completions {
             let current = match store::load_task(&txn, c.task_id, None, true).await? {
+                Some(t) if c.owner.is_some() && t.lease_owner != c.owner => {
+                    outcomes.push(Err(not_owner(&t, c.owner)));
+                    continue;
+                }
                 Some(t) if t.state == TaskState::Succeeded && t.epoch == c.epoch => {
-                    outcomes.push(Ok(()));
+                    outcomes.push(Ok(t));
                     continue;
                 }
                 Some(t) => t,
@@ -306,8 +312,8 @@ impl Queue {
             match change.apply(&txn).await? {
                 Some(updated) => {
                     events.push(events::task_event(&updated, Some(current.state), "", now)?);
+                    outcomes.push(Ok(updated.clone()));
                     finished.push(updated);
-                    outcomes.push(Ok(()));
                 }
                 None => outcomes.push(Err(raced(c.task_id))),
             }
@@ -513,6 +519,14 @@ fn check_lease(task: &Task, epoch: u64, now: i64) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+fn not_owner(task: &Task, owner: Option<OrchestratorId>) -> Error {
+    let owner = owner.map(|o| o.to_string()).unwrap_or_default();
+    Error::failed_precondition(format!(
+        "task {} is not leased to orchestrator {owner}",
+        task.id
+    ))
 }
 
 fn raced(task: TaskId) -> Error {

@@ -325,6 +325,9 @@ pub struct Completion {
     pub task_id: TaskId,
     pub epoch: u64,
     pub result: serde_json::Value,
+    /// When set, the completion is refused unless the task is leased to this
+    /// orchestrator (checked in the completing transaction).
+    pub owner: Option<OrchestratorId>,
 }
 
 /// What a failed attempt led to.
