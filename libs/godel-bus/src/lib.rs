@@ -43,6 +43,24 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes one message and waits until the bus has stored it.
     async fn publish(&self, msg: OutgoingMessage) -> Result<PublishAck, BusError>;
 
+    /// Publishes `msgs` in order and returns the outcome of the leading ones that
+    /// were attempted: every message before the first failure was stored, in order;
+    /// the first failure ends the list and nothing after it counts as published.
+    /// The default publishes one at a time; a bus may pipeline (send them all, then
+    /// wait for the acks in order).
+    async fn publish_all(&self, msgs: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let outcome = self.publish(msg).await;
+            let failed = outcome.is_err();
+            out.push(outcome);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
     /// Creates (or reattaches to) a durable consumer.
     async fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>, BusError>;
 

@@ -28,7 +28,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, message::AckKind, stream};
+use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::AckKind, stream};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -170,11 +170,9 @@ impl NatsBus {
     }
 }
 
-type PullItem = Result<jetstream::Message, consumer::pull::MessagesError>;
-
-#[async_trait]
-impl Bus for NatsBus {
-    async fn publish(&self, msg: OutgoingMessage) -> Result<PublishAck, BusError> {
+impl NatsBus {
+    /// Validates and sends `msg` without waiting for its ack.
+    async fn send(&self, msg: OutgoingMessage) -> Result<(String, PublishAckFuture), BusError> {
         validate::message(&msg)?;
         let subject = msg.subject.to_string();
         let err = |reason: String| BusError::Publish {
@@ -198,13 +196,60 @@ impl Bus for NatsBus {
             .js
             .send_publish(self.wire_subject(msg.subject.as_str()), publish)
             .await
-            .map_err(|e| err(e.to_string()))?
-            .await
             .map_err(|e| err(e.to_string()))?;
-        Ok(PublishAck {
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        Ok((subject, ack))
+    }
+}
+
+/// Waits for the ack of a message sent to `subject`.
+async fn wait_ack(subject: String, ack: PublishAckFuture) -> Result<PublishAck, BusError> {
+    let ack = ack.await.map_err(|e| BusError::Publish {
+        subject,
+        reason: e.to_string(),
+    })?;
+    Ok(PublishAck {
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}
+
+type PullItem = Result<jetstream::Message, consumer::pull::MessagesError>;
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, msg: OutgoingMessage) -> Result<PublishAck, BusError> {
+        let (subject, ack) = self.send(msg).await?;
+        wait_ack(subject, ack).await
+    }
+
+    /// Pipelined: every message is sent before any ack is awaited, so a batch costs
+    /// about one round trip instead of one per message. The server stores messages
+    /// from one connection in the order sent; acks are awaited in that order and the
+    /// first failure ends the batch (messages after it may have been stored too; they
+    /// are published again with the same id, which JetStream deduplicates).
+    async fn publish_all(&self, msgs: Vec<OutgoingMessage>) -> Vec<Result<PublishAck, BusError>> {
+        let mut pending = Vec::with_capacity(msgs.len());
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match self.send(msg).await {
+                Ok(sent) => pending.push(sent),
+                Err(e) => {
+                    out.push(Err(e));
+                    break;
+                }
+            }
+        }
+        let send_failure = out.pop();
+        for (subject, ack) in pending {
+            let outcome = wait_ack(subject, ack).await;
+            let failed = outcome.is_err();
+            out.push(outcome);
+            if failed {
+                return out;
+            }
+        }
+        out.extend(send_failure);
+        out
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>, BusError> {

@@ -370,6 +370,46 @@ async fn headers_survive(bus: Arc<dyn Bus>) {
     assert!(bus.publish(reserved).await.is_err());
 }
 
+/// `publish_all` stores a batch in order, and a message that cannot be published ends
+/// the list: the ones before it are stored, nothing after it is reported published.
+async fn publish_all_keeps_order_and_stops_at_a_failure(bus: Arc<dyn Bus>) {
+    let team = TeamId::new();
+    let subject = Subject::task(team, "queued");
+    let mut consumer = bus
+        .consumer(consumer_config(
+            "batch",
+            &[&Subject::team_events(team)],
+            Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..200)
+        .map(|i| message(&format!("evt-{i}"), subject.clone(), &i.to_string()))
+        .collect();
+    let outcomes = bus.publish_all(batch).await;
+    assert_eq!(outcomes.len(), 200);
+    assert!(outcomes.iter().all(Result::is_ok));
+    for i in 0..200 {
+        let d = next(&mut consumer).await;
+        assert_eq!(std::str::from_utf8(&d.payload).unwrap(), i.to_string());
+        d.ack().await.unwrap();
+    }
+
+    let mut batch: Vec<_> = (200..205)
+        .map(|i| message(&format!("evt-{i}"), subject.clone(), &i.to_string()))
+        .collect();
+    batch[2].id = "bad\nid".into();
+    let outcomes = bus.publish_all(batch).await;
+    assert_eq!(outcomes.len(), 3, "the list ends at the failure");
+    assert!(outcomes[..2].iter().all(Result::is_ok));
+    assert!(outcomes[2].is_err());
+    for i in 200..202 {
+        let d = next(&mut consumer).await;
+        assert_eq!(std::str::from_utf8(&d.payload).unwrap(), i.to_string());
+        d.ack().await.unwrap();
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -403,6 +443,7 @@ conformance!(
     filters_with_wildcards,
     max_deliver_stops_redelivery,
     headers_survive,
+    publish_all_keeps_order_and_stops_at_a_failure,
 );
 
 #[test]

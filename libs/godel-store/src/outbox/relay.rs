@@ -24,8 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use godel_bus::{Bus, OutgoingMessage};
-use godel_types::EventId;
+use godel_bus::Bus;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     Statement, TransactionTrait,
@@ -209,8 +208,9 @@ impl OutboxRelay {
         Ok(outcome)
     }
 
-    /// Reads up to `batch_size` rows in `seq` order, publishes them one after another
-    /// (waiting for each ack, to keep order), then deletes the published ones.
+    /// Reads up to `batch_size` rows in `seq` order, publishes them in that order
+    /// (pipelined where the bus can: sent together, acks awaited in order), then
+    /// deletes the ones acknowledged before the first failure.
     async fn publish_head<C: ConnectionTrait>(&self, conn: &C) -> Result<BatchOutcome, StoreError> {
         let rows = entity::Entity::find()
             .order_by_asc(entity::Column::Seq)
@@ -220,18 +220,33 @@ impl OutboxRelay {
             .map_err(StoreError::query("reading events", TABLE))?;
         let more = rows.len() >= self.config.batch_size as usize;
 
-        let mut published = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut msgs = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in rows {
             let seq = row.seq;
-            let sent = match to_message(row) {
-                Ok((id, msg)) => self.publish(id, msg).await,
-                Err(err) => Err(err),
-            };
-            match sent {
-                Ok(()) => published.push(seq),
+            match to_message(row) {
+                Ok((id, msg)) => {
+                    ids.push((seq, id));
+                    msgs.push(msg);
+                }
                 Err(err) => {
                     failure = Some(err);
+                    break;
+                }
+            }
+        }
+        let mut published = Vec::with_capacity(msgs.len());
+        for ((seq, id), outcome) in ids.into_iter().zip(self.bus.publish_all(msgs).await) {
+            match outcome {
+                Ok(_ack) => published.push(seq),
+                Err(source) => {
+                    metrics::counter!("godel_outbox_publish_errors_total", "service" => self.config.service.clone())
+                        .increment(1);
+                    failure = Some(StoreError::Publish {
+                        event_id: id,
+                        source,
+                    });
                     break;
                 }
             }
@@ -252,20 +267,6 @@ impl OutboxRelay {
                 published: published.len(),
                 more,
             }),
-        }
-    }
-
-    async fn publish(&self, id: EventId, msg: OutgoingMessage) -> Result<(), StoreError> {
-        match self.bus.publish(msg).await {
-            Ok(_ack) => Ok(()),
-            Err(source) => {
-                metrics::counter!("godel_outbox_publish_errors_total", "service" => self.config.service.clone())
-                    .increment(1);
-                Err(StoreError::Publish {
-                    event_id: id,
-                    source,
-                })
-            }
         }
     }
 }
