@@ -984,6 +984,34 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
             .ends_with(&format!("{team}.plan.failed"))
     );
 
+    // Requeued from the DLQ, the failed task gets its cancelled dependents back: they
+    // wait for it again, the plan reopens and can still succeed.
+    h.queue.requeue_dead_letter(team, build).await.unwrap();
+    let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
+    assert_eq!(got.plan.state, PlanState::Running);
+    let states = plan_states(&h.queue, team, &got).await;
+    assert_eq!(states["build"], TaskState::Queued);
+    assert_eq!(states["test"], TaskState::Blocked);
+    assert_eq!(states["deploy"], TaskState::Blocked);
+    for _ in ["build", "test", "deploy"] {
+        let leased = lease(&h.queue, 10).await;
+        assert_eq!(leased.len(), 1, "one task of the chain is ready at a time");
+        h.queue
+            .complete(leased[0].task.id, leased[0].epoch, json!({}))
+            .await
+            .unwrap();
+    }
+    let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
+    assert_eq!(got.plan.state, PlanState::Succeeded);
+    assert!(
+        h.outbox()
+            .await
+            .last()
+            .unwrap()
+            .0
+            .ends_with(&format!("{team}.plan.succeeded"))
+    );
+
     // Cancelling a plan task cancels what depends on it.
     let (second, _) = h
         .queue

@@ -8,7 +8,7 @@ use godel_types::{TaskId, TeamId};
 
 use super::store::{self, Transition, db_err, stmt};
 use super::task::{DeadLetter, ListTasks, Page, Task, TaskState};
-use super::{Queue, events};
+use super::{Queue, events, plans};
 
 impl Queue {
     /// A page of `team`'s dead-lettered tasks in id order, after `after` (of one task
@@ -55,7 +55,8 @@ impl Queue {
     }
 
     /// Puts a dead-lettered task back in the queue with its attempts reset; its next
-    /// claim gives it a new epoch. The error history is kept.
+    /// claim gives it a new epoch. The error history is kept. In a plan, the
+    /// dependents its failure cancelled wait for it again and the plan reopens.
     pub async fn requeue_dead_letter(&self, team: TeamId, id: TaskId) -> Result<Task, Error> {
         let txn = self.begin().await?;
         let now = store::db_now(&txn).await?;
@@ -71,8 +72,14 @@ impl Queue {
             .await?
             .ok_or_else(|| Error::aborted(format!("task {id} changed meanwhile; retry")))?;
         const REASON: &str = "requeued from the dead-letter queue";
-        let event = events::task_event(&updated, Some(TaskState::DeadLettered), REASON, now)?;
-        self.commit(txn, &[event]).await?;
+        let mut events = vec![events::task_event(
+            &updated,
+            Some(TaskState::DeadLettered),
+            REASON,
+            now,
+        )?];
+        events.extend(plans::after_requeue(&txn, &updated, now).await?);
+        self.commit(txn, &events).await?;
         Ok(updated)
     }
 

@@ -655,17 +655,73 @@ pub(crate) async fn after_finish(
     Ok(events)
 }
 
+/// What follows from `task` (a plan task) being requeued from the dead-letter queue:
+/// the dependents cancelled because it failed for good — directly or through another
+/// cancelled dependent, their last error naming it — are blocked again, waiting for
+/// it, and the plan is open again. Tasks cancelled for any other reason stay
+/// cancelled. Returns the events.
+pub(crate) async fn after_requeue(
+    txn: &DatabaseTransaction,
+    task: &Task,
+    now: i64,
+) -> Result<Vec<OutboxEvent>, Error> {
+    let Some(plan) = task.plan_id else {
+        return Ok(Vec::new());
+    };
+    let marker = format!("dependency {} ", task.id);
+    let reason = format!(
+        "dependency {} was requeued from the dead-letter queue",
+        task.id
+    );
+    let mut events = Vec::new();
+    let mut revived = vec![task.id];
+    while let Some(id) = revived.pop() {
+        for dependent in dependents_in(txn, id, TaskState::Cancelled).await? {
+            let cancelled_by_it = dependent
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(&marker));
+            if !cancelled_by_it {
+                continue;
+            }
+            let change = Transition::new(&dependent, TaskState::Blocked, now);
+            if let Some(blocked) = change.apply(txn).await? {
+                events.push(events::task_event(
+                    &blocked,
+                    Some(TaskState::Cancelled),
+                    &reason,
+                    now,
+                )?);
+                revived.push(blocked.id);
+            }
+        }
+    }
+    if let Some(event) = settle_plan(txn, plan, now).await? {
+        events.push(event);
+    }
+    Ok(events)
+}
+
 /// The blocked tasks waiting for `task`, locked on PostgreSQL.
 async fn blocked_dependents(txn: &DatabaseTransaction, task: TaskId) -> Result<Vec<Task>, Error> {
+    dependents_in(txn, task, TaskState::Blocked).await
+}
+
+/// The tasks in `state` that depend on `task`, locked on PostgreSQL.
+async fn dependents_in(
+    txn: &DatabaseTransaction,
+    task: TaskId,
+    state: TaskState,
+) -> Result<Vec<Task>, Error> {
     let rows = txn
         .query_all_raw(stmt(
             txn,
             format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (SELECT task_id FROM \
-                 task_dependencies WHERE depends_on = $1) AND state = 'blocked' ORDER BY seq{}",
+                 task_dependencies WHERE depends_on = $1) AND state = $2 ORDER BY seq{}",
                 store::for_update(txn, false)
             ),
-            [task.to_string().into()],
+            [task.to_string().into(), state.as_str().into()],
         ))
         .await
         .map_err(db_err("finding a task's dependents"))?;
