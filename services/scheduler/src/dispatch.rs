@@ -153,10 +153,17 @@ impl Dispatcher {
             let want = usize::try_from(target.free())
                 .unwrap_or(usize::MAX)
                 .min(batch);
+            let started = Instant::now();
             let leased = self
                 .queue
                 .dispatch(target.id, want, lease_duration, term)
                 .await?;
+            tracing::debug!(
+                orchestrator = %target.id,
+                leased = leased.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "dispatched a batch"
+            );
             target.load = target
                 .load
                 .saturating_add(u64::try_from(leased.len()).unwrap_or(u64::MAX));

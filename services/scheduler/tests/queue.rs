@@ -452,11 +452,47 @@ async fn complete_many_in_one_batch(kind: Kind) {
         })
         .collect();
     completions[3].epoch = 7;
+    // The same task twice, an unknown task, and a task claimed for another owner.
+    completions.push(completions[0].clone());
+    completions.push(Completion {
+        task_id: TaskId::new(),
+        epoch: 1,
+        result: json!({}),
+        owner: None,
+    });
+    let mut wrong_owner = completions[3].clone();
+    wrong_owner.epoch = leased[3].epoch;
+    wrong_owner.owner = Some(OrchestratorId::new());
+    completions.push(wrong_owner);
     let outcomes = h.queue.complete_many(completions).await.unwrap();
+    assert_eq!(outcomes.len(), 7);
     assert!(outcomes[..3].iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(
         code(outcomes[3].as_ref().unwrap_err()),
         ErrorCode::FailedPrecondition
+    );
+    let first = outcomes[0].as_ref().unwrap();
+    assert_eq!(first.state, TaskState::Succeeded);
+    assert_eq!(first.result, Some(json!({"ok": true})));
+    assert_eq!(
+        outcomes[4].as_ref().unwrap(),
+        first,
+        "a repeat gets the same outcome"
+    );
+    assert_eq!(code(outcomes[5].as_ref().unwrap_err()), ErrorCode::NotFound);
+    assert_eq!(
+        code(outcomes[6].as_ref().unwrap_err()),
+        ErrorCode::FailedPrecondition
+    );
+    let succeeded_events = h
+        .outbox()
+        .await
+        .iter()
+        .filter(|(s, _)| s.ends_with(".task.succeeded"))
+        .count();
+    assert_eq!(
+        succeeded_events, 3,
+        "one event per task, not per completion"
     );
     let page = h
         .queue

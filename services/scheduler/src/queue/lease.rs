@@ -23,6 +23,8 @@ use crate::leader::Term;
 const CLAIM_LOCK_CLASS: i32 = 0x6764_7101;
 
 const ACTIVE: [TaskState; 2] = [TaskState::Leased, TaskState::Running];
+/// Rows per set-based statement (three parameters each, well under every limit).
+const SET_CHUNK: usize = 500;
 
 impl Queue {
     /// Leases up to `max` ready tasks to `orchestrator` for `lease_duration`, in one
@@ -274,53 +276,86 @@ impl Queue {
             .map(|_| ())
     }
 
-    /// Records several completions in one transaction. Each gets its own outcome,
-    /// the task as it is after (a stale one is rejected without affecting the
-    /// others); the outer error is a store failure, after which none was recorded.
+    /// Records several completions in one transaction, with set-based reads and
+    /// writes (one locking read of every task, one update per chunk), so a batch
+    /// costs a few round trips whatever its size. Each completion gets its own
+    /// outcome, the task as it is after (a stale one is rejected without affecting
+    /// the others; a task named twice gets the same outcome twice); the outer error
+    /// is a store failure, after which none was recorded.
     pub async fn complete_many(
         &self,
         completions: Vec<Completion>,
     ) -> Result<Vec<Result<Task, Error>>, Error> {
         let txn = self.begin().await?;
         let now = store::db_now(&txn).await?;
-        let mut outcomes = Vec::with_capacity(completions.len());
-        let mut events = Vec::new();
-        let mut finished = Vec::new();
-        for c in completions {
-            let current = match store::load_task(&txn, c.task_id, None, true).await? {
+        let ids: Vec<TaskId> = completions.iter().map(|c| c.task_id).collect();
+        let current = store::load_tasks_locked(&txn, &ids).await?;
+        let mut outcomes: Vec<Option<Result<Task, Error>>> = vec![None; completions.len()];
+        // First completion of each task to write: (index, task, result).
+        let mut writes: Vec<(usize, &Task, String)> = Vec::new();
+        let mut first_of: HashMap<TaskId, usize> = HashMap::new();
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        for (i, c) in completions.iter().enumerate() {
+            let outcome = match current.get(&c.task_id) {
+                None => Err(Error::not_found(format!("task {}", c.task_id))),
                 Some(t) if c.owner.is_some() && t.lease_owner != c.owner => {
-                    outcomes.push(Err(not_owner(&t, c.owner)));
-                    continue;
+                    Err(not_owner(t, c.owner))
                 }
-                Some(t) if t.state == TaskState::Succeeded && t.epoch == c.epoch => {
-                    outcomes.push(Ok(t));
-                    continue;
-                }
-                Some(t) => t,
-                None => {
-                    outcomes.push(Err(Error::not_found(format!("task {}", c.task_id))));
-                    continue;
-                }
+                Some(t) if t.state == TaskState::Succeeded && t.epoch == c.epoch => Ok(t.clone()),
+                Some(t) => match check_lease(t, c.epoch, now) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        if let Some(first) = first_of.get(&c.task_id) {
+                            repeats.push((i, *first));
+                        } else {
+                            first_of.insert(c.task_id, i);
+                            writes.push((i, t, c.result.to_string()));
+                        }
+                        continue;
+                    }
+                },
             };
-            if let Err(e) = check_lease(&current, c.epoch, now) {
-                outcomes.push(Err(e));
-                continue;
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = Some(outcome);
             }
-            let mut change = Transition::new(&current, TaskState::Succeeded, now);
-            change.keep_owner = true;
-            change.result_json = Some(c.result.to_string());
-            match change.apply(&txn).await? {
-                Some(updated) => {
-                    events.push(events::task_event(&updated, Some(current.state), "", now)?);
-                    outcomes.push(Ok(updated.clone()));
-                    finished.push(updated);
+        }
+        let mut updated = HashMap::new();
+        for chunk in writes.chunks(SET_CHUNK) {
+            let rows: Vec<(i64, &str)> = chunk
+                .iter()
+                .map(|(_, t, result)| (t.seq, result.as_str()))
+                .collect();
+            for task in store::succeed_tasks(&txn, &rows, now).await? {
+                updated.insert(task.seq, task);
+            }
+        }
+        let mut events = Vec::with_capacity(writes.len());
+        let mut finished = Vec::with_capacity(writes.len());
+        for (i, before, _) in &writes {
+            let outcome = match updated.remove(&before.seq) {
+                Some(task) => {
+                    events.push(events::task_event(&task, Some(before.state), "", now)?);
+                    finished.push(task.clone());
+                    Ok(task)
                 }
-                None => outcomes.push(Err(raced(c.task_id))),
+                None => Err(raced(before.id)),
+            };
+            if let Some(slot) = outcomes.get_mut(*i) {
+                *slot = Some(outcome);
+            }
+        }
+        for (i, first) in repeats {
+            let same = outcomes.get(first).cloned().flatten();
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = same;
             }
         }
         events.extend(plans::after_finish(&txn, &finished, now).await?);
         self.commit(txn, &events).await?;
-        Ok(outcomes)
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| Error::internal("a completion produced no outcome")))
+            .collect()
     }
 
     /// Records a failed attempt of `task` at `epoch`. A retryable failure with

@@ -185,6 +185,70 @@ pub(crate) async fn load_task<C: ConnectionTrait>(
     row.as_ref().map(task_from_row).transpose()
 }
 
+/// The tasks with `ids` (any team) by id, locked on PostgreSQL in `seq` order so
+/// concurrent batches lock in the same order.
+pub(crate) async fn load_tasks_locked<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[TaskId],
+) -> Result<HashMap<TaskId, Task>, Error> {
+    let mut out = HashMap::with_capacity(ids.len());
+    let lock = for_update(conn, false);
+    for chunk in ids.chunks(500) {
+        let rows = conn
+            .query_all_raw(stmt(
+                conn,
+                format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({}) ORDER BY seq{lock}",
+                    placeholders(1, chunk.len())
+                ),
+                chunk.iter().map(|id| id.to_string().into()),
+            ))
+            .await
+            .map_err(db_err("reading tasks"))?;
+        for task in tasks_from_rows(&rows)? {
+            out.insert(task.id, task);
+        }
+    }
+    Ok(out)
+}
+
+/// Marks the leased or running tasks `rows` (`seq`, result JSON) succeeded at `now`
+/// in one statement, keeping their lease owner; returns the tasks as updated (a task
+/// no longer leased or running is left alone and missing from the answer).
+pub(crate) async fn succeed_tasks<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[(i64, &str)],
+    now: i64,
+) -> Result<Vec<Task>, Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut values: Vec<Value> = vec![now.into()];
+    let mut cases = String::new();
+    for (seq, result) in rows {
+        let n = values.len();
+        cases.push_str(&format!(" WHEN ${} THEN ${}", n + 1, n + 2));
+        values.push((*seq).into());
+        values.push((*result).into());
+    }
+    let first = values.len() + 1;
+    values.extend(rows.iter().map(|(seq, _)| Value::from(*seq)));
+    let updated = conn
+        .query_all_raw(stmt(
+            conn,
+            format!(
+                "UPDATE tasks SET state = 'succeeded', lease_expires_at = NULL, updated_at = $1, \
+                 result_json = CASE seq{cases} END \
+                 WHERE seq IN ({}) AND state IN ('leased', 'running') RETURNING {TASK_COLUMNS}",
+                placeholders(first, rows.len())
+            ),
+            values,
+        ))
+        .await
+        .map_err(db_err("completing tasks"))?;
+    tasks_from_rows(&updated)
+}
+
 /// Counts tasks of `team` (all teams when `None`) in `states`.
 pub(crate) async fn count_tasks<C: ConnectionTrait>(
     conn: &C,
