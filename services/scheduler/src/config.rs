@@ -95,6 +95,10 @@ pub struct QueueConfig {
     /// How often the queue gauges (depth, age of the oldest queued task) are refreshed.
     #[serde(with = "godel_config::duration")]
     pub metrics_interval: Duration,
+    /// How old the queue-depth snapshot behind backpressure may get before a
+    /// submission counts again (a refusal always counts afresh).
+    #[serde(with = "godel_config::duration")]
+    pub depth_refresh: Duration,
     /// Most single-task writes (completions) that concurrent calls share in one
     /// transaction.
     pub write_batch: usize,
@@ -134,6 +138,7 @@ impl Default for QueueConfig {
             max_plan_tasks: 1_000,
             orchestrator_ttl: Duration::from_secs(15),
             metrics_interval: Duration::from_secs(10),
+            depth_refresh: Duration::from_millis(200),
             write_batch: 256,
             dispatch: true,
             dispatch_interval: Duration::from_millis(100),

@@ -8,6 +8,7 @@
 //! relay publishes the events. Lease times are read from the database's clock. Claims,
 //! batched submissions and batched completions each write in one transaction.
 
+mod depth;
 mod dlq;
 mod events;
 mod lease;
@@ -54,7 +55,6 @@ pub struct Submitted {
 }
 
 /// States counted against the queued limits.
-const WAITING: &[TaskState] = &[TaskState::Queued, TaskState::Blocked];
 /// Largest accepted team weight.
 pub const MAX_WEIGHT: u32 = 1_000;
 
@@ -65,6 +65,7 @@ pub struct Queue {
     notifier: RelayNotifier,
     config: QueueConfig,
     changed: Arc<Notify>,
+    depths: Arc<depth::Depths>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -83,8 +84,9 @@ impl Queue {
         Self {
             db,
             notifier,
-            config,
             changed: Arc::new(Notify::new()),
+            depths: Arc::new(depth::Depths::new(config.depth_refresh)),
+            config,
         }
     }
 
@@ -287,7 +289,15 @@ impl Queue {
             .await?
             .and_then(|(s, _)| s.max_queued)
             .unwrap_or(self.config.max_queued_per_team);
-        let queued = store::count_tasks(txn, Some(team), WAITING).await?;
+        let over = |(queued, depth): (u64, u64)| {
+            queued + adding > limit || depth + adding > self.config.max_queue_depth
+        };
+        let mut counts = self.depths.of(txn, team, false).await?;
+        if over(counts) {
+            // Refuse only on the database's current count.
+            counts = self.depths.of(txn, team, true).await?;
+        }
+        let (queued, depth) = counts;
         let retry_after = self.config.backpressure_retry_after;
         if queued + adding > limit {
             return Err(Error::resource_exhausted(
@@ -298,7 +308,6 @@ impl Queue {
                 Some(retry_after),
             ));
         }
-        let depth = store::count_tasks(txn, None, WAITING).await?;
         if depth + adding > self.config.max_queue_depth {
             return Err(Error::resource_exhausted(
                 format!(
@@ -308,6 +317,7 @@ impl Queue {
                 Some(retry_after),
             ));
         }
+        self.depths.added(team, adding);
         Ok(())
     }
 
