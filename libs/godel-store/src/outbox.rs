@@ -85,6 +85,26 @@ pub async fn pending<C: ConnectionTrait>(conn: &C) -> Result<u64, StoreError> {
         .map_err(StoreError::query("counting events", TABLE))
 }
 
+/// About how many events wait in the outbox: the span of `seq` between its oldest
+/// and newest rows (exact unless rows in between were published out of turn or
+/// rolled back), read from the ends of the primary key instead of counting.
+pub async fn pending_estimate<C: ConnectionTrait>(conn: &C) -> Result<u64, StoreError> {
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) AS n FROM outbox",
+        ))
+        .await
+        .map_err(StoreError::query("estimating waiting events", TABLE))?;
+    let n = match row {
+        Some(row) => row
+            .try_get::<i64>("", "n")
+            .map_err(StoreError::query("estimating waiting events", TABLE))?,
+        None => 0,
+    };
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 fn headers_to_json(headers: &Headers) -> serde_json::Value {
     serde_json::Value::Object(
         headers

@@ -322,6 +322,11 @@ async fn business_row_and_outbox_commit_and_roll_back_together(kind: Kind) {
     h.commit(events(1203, 3)).await;
     assert_eq!(h.widgets().await, 1);
     assert_eq!(h.pending().await, 1203);
+    assert_eq!(
+        outbox::pending_estimate(h.db.conn()).await.unwrap(),
+        1203,
+        "the estimate is exact while rows are published in order"
+    );
 
     let evs = events(5, 1);
     let result =
