@@ -99,8 +99,8 @@ pub struct QueueConfig {
     /// submission counts again (a refusal always counts afresh).
     #[serde(with = "godel_config::duration")]
     pub depth_refresh: Duration,
-    /// Most single-task writes (completions) that concurrent calls share in one
-    /// transaction.
+    /// Most single-task writes (submissions, completions) that concurrent calls
+    /// share in one transaction.
     pub write_batch: usize,
     /// Push dispatch: the elected replica leases ready tasks to registered
     /// orchestrators and announces them on their dispatch subjects. When off,

@@ -32,11 +32,13 @@ pub struct SchedulerGrpc {
     registry: Registry,
     /// Completions from concurrent `CompleteTask` calls, written together.
     completions: Coalescer<Completion, Task>,
+    /// Tasks from concurrent `SubmitTask` calls, written together.
+    submissions: Coalescer<(TeamId, NewTask), Submitted>,
 }
 
 impl SchedulerGrpc {
-    /// The API over `queue` and `registry`; starts the completion writers (so it
-    /// must be called inside a Tokio runtime).
+    /// The API over `queue` and `registry`; starts the submission and completion
+    /// writers (so it must be called inside a Tokio runtime).
     pub fn new(queue: Queue, registry: Registry) -> Self {
         let writer = queue.clone();
         let completions =
@@ -44,10 +46,17 @@ impl SchedulerGrpc {
                 let queue = writer.clone();
                 async move { queue.complete_many(batch).await }
             });
+        let writer = queue.clone();
+        let submissions =
+            Coalescer::spawn("submission", 2, queue.config().write_batch, move |batch| {
+                let queue = writer.clone();
+                async move { queue.submit_group(batch).await }
+            });
         Self {
             queue,
             registry,
             completions,
+            submissions,
         }
     }
 
@@ -248,7 +257,7 @@ impl SchedulerService for SchedulerGrpc {
             async {
                 let team = team(&req.team_id)?;
                 let task = new_task("task", req.task.as_ref())?;
-                Ok(submitted_to_pb(&self.queue.submit_one(team, task).await?))
+                Ok(submitted_to_pb(&self.submissions.call((team, task)).await?))
             }
             .await,
         )

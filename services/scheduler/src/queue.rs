@@ -192,12 +192,73 @@ impl Queue {
     ) -> Result<Vec<Submitted>, Error> {
         let txn = self.begin().await?;
         let now = store::db_now(&txn).await?;
+        let (out, events) = self.submit_in(&txn, team, tasks, now).await?;
+        self.commit(txn, &events).await?;
+        Ok(out)
+    }
+
+    /// Submits single tasks of several callers (and teams) in one transaction, each
+    /// in its own savepoint: one refused (invalid, conflicting, past a limit) is rolled
+    /// back alone and gets its own error; the others commit together. Concurrent
+    /// `SubmitTask` calls are grouped this way, so they share one commit. The outer
+    /// error is a store failure, after which none was recorded.
+    pub async fn submit_group(
+        &self,
+        items: Vec<(TeamId, NewTask)>,
+    ) -> Result<Vec<Result<Submitted, Error>>, Error> {
+        let txn = self.begin().await?;
+        let now = store::db_now(&txn).await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut events = Vec::new();
+        for (team, task) in items {
+            let valid = match task::validate("task", task, &self.config) {
+                Ok(valid) => valid,
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+            };
+            let savepoint = txn.begin().await.map_err(db_err("starting a savepoint"))?;
+            match self.submit_in(&savepoint, team, vec![valid], now).await {
+                Ok((mut out, more)) => {
+                    savepoint
+                        .commit()
+                        .await
+                        .map_err(db_err("releasing a savepoint"))?;
+                    events.extend(more);
+                    outcomes.push(
+                        out.pop()
+                            .ok_or_else(|| Error::internal("a submission produced no task")),
+                    );
+                }
+                Err(e) => {
+                    savepoint
+                        .rollback()
+                        .await
+                        .map_err(db_err("rolling back a savepoint"))?;
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        self.commit(txn, &events).await?;
+        Ok(outcomes)
+    }
+
+    /// The body of a submission in `txn` at `now`: what was submitted and the events
+    /// to write with it.
+    async fn submit_in(
+        &self,
+        txn: &DatabaseTransaction,
+        team: TeamId,
+        tasks: Vec<ValidTask>,
+        now: i64,
+    ) -> Result<(Vec<Submitted>, Vec<OutboxEvent>), Error> {
         // Resolve idempotency keys first, so only new tasks count against the limits.
         let mut resolved: Vec<Result<Task, ValidTask>> = Vec::with_capacity(tasks.len());
         let mut fresh = 0u64;
         for (i, t) in tasks.into_iter().enumerate() {
             let existing = match &t.idempotency_key {
-                Some(key) => self.find_by_key(&txn, team, key).await?,
+                Some(key) => self.find_by_key(txn, team, key).await?,
                 None => None,
             };
             match existing {
@@ -242,7 +303,7 @@ impl Queue {
             }
         }
         if fresh > 0 {
-            self.check_backpressure(&txn, team, fresh).await?;
+            self.check_backpressure(txn, team, fresh).await?;
         }
         let mut out = Vec::with_capacity(resolved.len());
         let mut events = Vec::new();
@@ -254,7 +315,7 @@ impl Queue {
                 }),
                 Err(t) => {
                     let inserted = match &t.idempotency_key {
-                        Some(key) => self.find_by_key(&txn, team, key).await?,
+                        Some(key) => self.find_by_key(txn, team, key).await?,
                         None => None,
                     };
                     if let Some(task) = inserted {
@@ -265,7 +326,7 @@ impl Queue {
                         continue;
                     }
                     let task = self
-                        .insert(&txn, team, t, TaskState::Queued, None, now)
+                        .insert(txn, team, t, TaskState::Queued, None, now)
                         .await?;
                     events.push(events::task_event(&task, None, "", now)?);
                     out.push(Submitted {
@@ -275,8 +336,7 @@ impl Queue {
                 }
             }
         }
-        self.commit(txn, &events).await?;
-        Ok(out)
+        Ok((out, events))
     }
 
     async fn check_backpressure(

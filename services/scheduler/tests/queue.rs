@@ -1502,6 +1502,68 @@ async fn the_service_sweeps_expired_leases() {
     running.wait().await.unwrap();
 }
 
+/// Single submissions of several callers share one transaction, each in its own
+/// savepoint: a refused one gets its own error and leaves the others alone.
+async fn grouped_submissions_fail_alone(kind: Kind) {
+    let h = Harness::with_config(
+        kind,
+        QueueConfig {
+            max_queued_per_team: 2,
+            ..QueueConfig::default()
+        },
+    )
+    .await;
+    let (a, b) = (TeamId::new(), TeamId::new());
+    let existing = h
+        .queue
+        .submit(a, task(0).idempotency_key("k"))
+        .await
+        .unwrap();
+    let outcomes = h
+        .queue
+        .submit_group(vec![
+            (a, task(1)),
+            (a, task(2).idempotency_key("k")),
+            (b, NewTask::new("", json!({}))),
+            (a, task(0).idempotency_key("k")),
+            (a, task(3)),
+            (b, task(4)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 6);
+    let created = outcomes[0].as_ref().unwrap();
+    assert!(created.created);
+    assert_eq!(code(outcomes[1].as_ref().unwrap_err()), ErrorCode::Conflict);
+    let invalid = outcomes[2].as_ref().unwrap_err();
+    assert_eq!(code(invalid), ErrorCode::InvalidArgument);
+    assert_eq!(
+        invalid.field.as_deref(),
+        Some("task.task_type"),
+        "{invalid:?}"
+    );
+    let again = outcomes[3].as_ref().unwrap();
+    assert_eq!((again.task.id, again.created), (existing.id, false));
+    assert_eq!(
+        code(outcomes[4].as_ref().unwrap_err()),
+        ErrorCode::ResourceExhausted,
+        "team a holds two queued tasks: its limit"
+    );
+    assert!(outcomes[5].as_ref().unwrap().created);
+
+    let stats = h.queue.stats().await.unwrap();
+    assert_eq!(stats.count(a, TaskState::Queued), 2);
+    assert_eq!(stats.count(b, TaskState::Queued), 1);
+    let submitted_events = h
+        .outbox()
+        .await
+        .iter()
+        .filter(|(s, _)| s.ends_with(".task.queued"))
+        .count();
+    assert_eq!(submitted_events, 3, "one event per task created");
+    h.finish().await;
+}
+
 /// One `#[tokio::test]` per case in a module named after the backend.
 async fn labels_profile_and_not_before(kind: Kind) {
     let h = Harness::new(kind).await;
@@ -1725,6 +1787,7 @@ cases!(sqlite => Sqlite:
     fencing_and_expired_leases,
     expired_lease_past_attempts_is_dead_lettered,
     complete_many_in_one_batch,
+    grouped_submissions_fail_alone,
     retry_backoff_and_dead_letters,
     cancel_and_list,
     every_change_writes_an_event,
@@ -1750,6 +1813,7 @@ cases!(postgres => Postgres:
     fencing_and_expired_leases,
     expired_lease_past_attempts_is_dead_lettered,
     complete_many_in_one_batch,
+    grouped_submissions_fail_alone,
     retry_backoff_and_dead_letters,
     cancel_and_list,
     every_change_writes_an_event,
