@@ -278,13 +278,29 @@ impl Auth {
             .update(self.db.conn())
             .await
             .map_err(db_error("recording API key use"))?;
-        Ok(KeyCaller {
+        Ok(KeyCaller::from(key))
+    }
+
+    /// The caller key `id` stands for now (for a token already issued for it):
+    /// revoked, expired and unknown keys fail `unauthenticated`.
+    pub async fn api_key_caller(&self, id: ApiKeyId) -> Result<KeyCaller, Error> {
+        let row = find_key(self.db.conn(), id).await?.ok_or_else(rejected)?;
+        if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now()) {
+            return Err(rejected());
+        }
+        Ok(KeyCaller::from(key_from(row)?))
+    }
+}
+
+impl From<ApiKey> for KeyCaller {
+    fn from(key: ApiKey) -> Self {
+        Self {
             key: key.id,
             team: key.team,
             permissions: key.permissions,
             org_admin: key.org_admin,
             expires_at: key.expires_at,
-        })
+        }
     }
 }
 

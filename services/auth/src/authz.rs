@@ -110,6 +110,21 @@ impl Auth {
         }
     }
 
+    /// Fails with `permission_denied` unless `caller` holds `org-admin` now (a user
+    /// marked so, or a valid org-admin API key); `action` says what needed it.
+    pub async fn require_org_admin(&self, caller: Principal, action: &str) -> Result<(), Error> {
+        // An org-admin holds everything in every team, so any team id asks the same
+        // question; a team that does not exist grants nothing else.
+        let anywhere = TeamId::from_uuid(uuid::Uuid::nil());
+        if self.grants(caller, anywhere).await?.is_org_admin() {
+            Ok(())
+        } else {
+            Err(Error::permission_denied(format!(
+                "{action} needs the org-admin role; {caller} does not hold it"
+            )))
+        }
+    }
+
     /// Every permission `caller` holds in `team`.
     pub(crate) async fn grants(&self, caller: Principal, team: TeamId) -> Result<Grants, Error> {
         match caller {

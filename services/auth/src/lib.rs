@@ -5,7 +5,8 @@
 //! the in-process bus); `main.rs` only calls [`serve`].
 //!
 //! The identity core is [`Auth`], a handle on the service's database:
-//! - [`permission`]: the permission catalog and the built-in roles (`docs/permissions.md`);
+//! - [`permission`]: the permission catalog and the built-in roles
+//!   (`docs/permissions.md`), defined in `godel-identity` and re-exported here;
 //! - [`directory`]: teams, users (provisioned by `(issuer, subject)`), memberships,
 //!   custom roles;
 //! - [`authz`]: [`Auth::authorize`] — may a caller use a permission in a team;
@@ -13,7 +14,9 @@
 //! - [`refresh`]: rotating refresh tokens with reuse detection, logout;
 //! - [`api_keys`]: `gdl_…` keys, stored hashed, team- and permission-scoped;
 //! - [`quotas`]: per-team limits;
-//! - [`bootstrap`](mod@bootstrap): the first org-admin of a fresh deployment.
+//! - [`bootstrap`](mod@bootstrap): the first org-admin of a fresh deployment;
+//! - [`grpc`]: the gRPC `AuthService` over all of the above, checking each admin
+//!   call's caller with `godel-identity`.
 //!
 //! Every change to teams, members, roles, keys and quotas writes an `IamEvent` to
 //! the outbox in the same transaction.
@@ -24,8 +27,8 @@ pub mod bootstrap;
 mod config;
 pub mod directory;
 mod entity;
+pub mod grpc;
 mod migrations;
-pub mod permission;
 pub mod quotas;
 pub mod refresh;
 mod store;
@@ -39,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use bootstrap::BootstrapAdmin;
 pub use config::{AuthConfig, TokenConfig};
 pub use godel_backend::Dependencies;
+pub use godel_identity::permission;
 pub use migrations::Migrator;
 pub use store::{Auth, Principal};
 
@@ -56,6 +60,8 @@ pub enum Error {
     Database(#[source] StoreError),
     #[error("creating the first admin failed")]
     Bootstrap(#[source] godel_error::Error),
+    #[error("creating the first token signing key failed")]
+    SigningKey(#[source] godel_error::Error),
     #[error("invalid setting `tokens.signing_key_encryption_key`")]
     SigningKeyEncryption(#[source] tokens::seal::SealError),
 }
@@ -78,8 +84,10 @@ pub async fn serve(config: AuthConfig, shutdown: CancellationToken) -> Result<()
         .map_err(Error::Runtime)
 }
 
-/// Opens and migrates the database, then starts the listeners and the outbox relay.
-/// Returns once the service is listening; [`RunningService::wait`] waits for its end.
+/// Opens and migrates the database, makes sure a token signing key exists, then
+/// starts the listeners (serving the gRPC `AuthService`, see [`grpc`]) and the
+/// outbox relay. Returns once the service is listening; [`RunningService::wait`]
+/// waits for its end.
 pub async fn start(
     config: AuthConfig,
     deps: Dependencies,
@@ -87,7 +95,15 @@ pub async fn start(
 ) -> Result<RunningService, Error> {
     check(&config)?;
     let backend = Backend::open::<migrations::Migrator>(SERVICE, &config.database, deps).await?;
-    let service = Service::new(SERVICE, config.server).reflection(godel_proto::FILE_DESCRIPTOR_SET);
+    let auth = Auth::new(
+        backend.db().clone(),
+        Some(backend.notifier()),
+        config.tokens.clone(),
+    );
+    auth.ensure_signing_key().await.map_err(Error::SigningKey)?;
+    let service = Service::new(SERVICE, config.server)
+        .reflection(godel_proto::FILE_DESCRIPTOR_SET)
+        .grpc_service(grpc::server(auth));
     backend
         .install(service)
         .start(shutdown)

@@ -1,57 +1,34 @@
 //! [`Auth`]: the handle on the auth database every identity operation goes through,
-//! the [`Principal`] type, and the helpers the operations share (transactions that
+//! and the helpers the operations share (transactions that
 //! wake the outbox relay, IAM events, database errors).
 
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use godel_error::Error;
+pub use godel_identity::Principal;
 use godel_proto::common::v1::{Caller, SubjectKind};
 use godel_proto::events::v1::{IamChange, IamEvent};
 use godel_store::sea_orm::{DatabaseTransaction, DbErr, SqlErr, TransactionError};
 use godel_store::{Db, OutboxEvent, RelayNotifier};
-use godel_types::{ApiKeyId, TeamId, UserId};
+use godel_types::TeamId;
 
 use crate::config::TokenConfig;
 
 /// The CloudEvents `source` of the events the auth service publishes.
 const EVENT_SOURCE: &str = "/godel/auth";
 
-/// Who acts: a user or an API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Principal {
-    User(UserId),
-    ApiKey(ApiKeyId),
-}
-
-impl Principal {
-    /// The prefixed id (`usr_…` or `key_…`).
-    pub fn id_string(&self) -> String {
-        match self {
-            Principal::User(id) => id.to_string(),
-            Principal::ApiKey(id) => id.to_string(),
-        }
-    }
-
-    /// Reads back the prefixed id written by [`id_string`](Self::id_string).
-    pub fn parse(text: &str) -> Option<Self> {
-        if let Ok(user) = text.parse::<UserId>() {
-            return Some(Principal::User(user));
-        }
-        text.parse::<ApiKeyId>().ok().map(Principal::ApiKey)
-    }
-
-    fn to_caller(self, team: TeamId) -> Caller {
-        let kind = match self {
-            Principal::User(_) => SubjectKind::User,
-            Principal::ApiKey(_) => SubjectKind::ApiKey,
-        };
-        Caller {
-            subject_kind: kind.into(),
-            subject_id: self.id_string(),
-            team_id: team.to_string(),
-            roles: Vec::new(),
-        }
+/// The caller of an IAM event, as its payload names it.
+pub(crate) fn caller_pb(principal: Principal, team: TeamId) -> Caller {
+    let kind = match principal {
+        Principal::User(_) => SubjectKind::User,
+        Principal::ApiKey(_) => SubjectKind::ApiKey,
+    };
+    Caller {
+        subject_kind: kind.into(),
+        subject_id: principal.id_string(),
+        team_id: team.to_string(),
+        roles: Vec::new(),
     }
 }
 
@@ -133,7 +110,7 @@ pub(crate) fn iam_event(
     let data = IamEvent {
         team_id: team.to_string(),
         change: change.into(),
-        actor: Some(actor.to_caller(team)),
+        actor: Some(caller_pb(actor, team)),
         subject_id: subject_id.clone(),
         roles,
         occurred_at: Some(godel_proto::convert::to_timestamp(at)),

@@ -1,5 +1,12 @@
 //! Godel access tokens: short-lived JWTs signed with Ed25519 (`EdDSA`), each naming
 //! its signing key in `kid`; the signing keys, their rotation and the JWKS document.
+//! The token format itself (claims, signing, verification) is `godel_identity::token`,
+//! shared with every service that verifies.
+//!
+//! A token carries what services need to re-check permissions without asking auth
+//! (DESIGN.md §3 invariant 7): the principal and its kind, the team it acts in, the
+//! permissions held there and organisation roles — read from the database when the
+//! token is issued, so a change reaches services within one token lifetime.
 //!
 //! Signing keys live in the `signing_keys` table. The private key (the 32-byte
 //! Ed25519 seed) is never returned, logged or published (the row's `Debug` leaves it
@@ -8,52 +15,24 @@
 //! new key that signs from then on; older keys keep verifying until the last token
 //! they signed has expired (`retired_at` + access-token lifetime + leeway) and are
 //! deleted at the next rotation after that.
-//!
-//! Verification accepts only `EdDSA`, only tokens typed `at+jwt` (RFC 9068, so an
-//! ID token cannot pass as an access token), only known `kid`s, and checks `iss`,
-//! `aud`, `exp` and `nbf` with the configured leeway.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
 use godel_error::Error;
+use godel_identity::token::{self, ALGORITHM, AccessClaims, TokenRules};
+use godel_identity::{Caller, Jwk, Jwks, OrgRole, PermissionSet, Principal, PublicKey};
 use godel_store::sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
 };
 use godel_types::{TeamId, UserId};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 
+use crate::api_keys::KeyCaller;
+use crate::authz::Grants;
 use crate::entity::signing_key;
 use crate::store::{Auth, db_error, now};
 
 pub mod seal;
-
-/// The JWT `typ` of Godel access tokens (RFC 9068).
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-/// The only signature algorithm Godel signs and accepts.
-pub const ALGORITHM: &str = "EdDSA";
-
-/// The claims of a Godel access token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub aud: String,
-    /// The user (`usr_…`).
-    pub sub: String,
-    /// The team the token acts in (`team_…`), when one was chosen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team: Option<String>,
-    /// The sign-in session (refresh-token family) it was issued in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-    pub iat: i64,
-    pub nbf: i64,
-    pub exp: i64,
-    /// Unique per token.
-    pub jti: String,
-}
 
 /// A freshly signed access token.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,45 +49,27 @@ impl std::fmt::Debug for AccessToken {
     }
 }
 
-/// Who a verified access token stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedToken {
-    pub user: UserId,
-    pub team: Option<TeamId>,
-    pub session: Option<String>,
-    pub expires_at: DateTime<Utc>,
+/// What a token grants: permissions in its team and organisation roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TokenGrants {
+    pub permissions: PermissionSet,
+    pub org_roles: Vec<OrgRole>,
 }
 
-/// A JSON Web Key Set (RFC 7517) of the keys that verify Godel access tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
-}
-
-/// An Ed25519 public key as a JWK (RFC 8037).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwk {
-    /// `OKP`
-    pub kty: String,
-    /// `Ed25519`
-    pub crv: String,
-    /// The public key, base64url without padding.
-    pub x: String,
-    pub kid: String,
-    /// `EdDSA`
-    pub alg: String,
-    /// `sig`
-    #[serde(rename = "use")]
-    pub use_: String,
-}
-
-fn unauthenticated(why: &str) -> Error {
-    Error::unauthenticated(format!("invalid access token: {why}"))
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+impl From<&Grants> for TokenGrants {
+    fn from(grants: &Grants) -> Self {
+        match grants {
+            Grants::Everything { .. } => Self {
+                permissions: PermissionSet::EMPTY,
+                org_roles: vec![OrgRole::Admin],
+            },
+            Grants::Sources(sources) => Self {
+                permissions: sources.iter().flat_map(|(_, p)| p.iter()).collect(),
+                org_roles: Vec::new(),
+            },
+            Grants::Nothing { .. } => Self::default(),
+        }
+    }
 }
 
 fn chrono(d: std::time::Duration) -> ChronoDuration {
@@ -127,6 +88,15 @@ impl Auth {
                 tracing::error!(error = %e, "tokens.signing_key_encryption_key is unusable");
                 Error::internal("the signing key is unusable")
             })
+    }
+
+    /// What verification checks besides the signature.
+    pub(crate) fn token_rules(&self) -> TokenRules {
+        TokenRules {
+            issuer: self.tokens.issuer.clone(),
+            audience: self.tokens.audience.clone(),
+            leeway: self.tokens.leeway,
+        }
     }
 
     /// Until when a key retired at `retired_at` still verifies.
@@ -212,28 +182,77 @@ impl Auth {
             .all(self.db.conn())
             .await
             .map_err(db_error("reading signing keys"))?;
-        Ok(Jwks {
-            keys: keys
-                .into_iter()
-                .filter(|k| self.still_verifies(k, at))
-                .map(|k| Jwk {
-                    kty: "OKP".to_owned(),
-                    crv: "Ed25519".to_owned(),
-                    x: b64url(&k.public_key),
-                    kid: k.kid,
-                    alg: ALGORITHM.to_owned(),
-                    use_: "sig".to_owned(),
-                })
-                .collect(),
-        })
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys.into_iter().filter(|k| self.still_verifies(k, at)) {
+            out.push(Jwk::ed25519(key.kid.clone(), public_key(&key)?.as_bytes()));
+        }
+        Ok(Jwks { keys: out })
     }
 
     /// Signs an access token for `user` (acting in `team`, within sign-in session
-    /// `session`), valid for the configured lifetime but never past `not_after`.
+    /// `session`), valid for the configured lifetime but never past `not_after`. The
+    /// token carries what the user holds in `team` now.
     pub async fn issue_access_token(
         &self,
         user: UserId,
         team: Option<TeamId>,
+        session: Option<String>,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<AccessToken, Error> {
+        let principal = Principal::User(user);
+        let grants = TokenGrants::from(&self.user_grants(user, team).await?);
+        self.sign_token(principal, team, grants, session, not_after)
+            .await
+    }
+
+    /// What `user` holds in `team`; with no team, only what holds in every team
+    /// (`org-admin`).
+    pub(crate) async fn user_grants(
+        &self,
+        user: UserId,
+        team: Option<TeamId>,
+    ) -> Result<Grants, Error> {
+        match team {
+            Some(team) => self.grants(Principal::User(user), team).await,
+            None => {
+                let person = crate::directory::find_user(self.db.conn(), user).await?;
+                Ok(if person.org_admin {
+                    Grants::Everything {
+                        via: "role org-admin".to_owned(),
+                    }
+                } else {
+                    Grants::Sources(Vec::new())
+                })
+            }
+        }
+    }
+
+    /// Signs a short-lived access token standing for an authenticated API key: its
+    /// team and permissions, never past the key's own expiry.
+    pub async fn issue_key_token(&self, key: &KeyCaller) -> Result<AccessToken, Error> {
+        let grants = TokenGrants {
+            permissions: key.permissions.iter().collect(),
+            org_roles: if key.org_admin {
+                vec![OrgRole::Admin]
+            } else {
+                Vec::new()
+            },
+        };
+        self.sign_token(
+            Principal::ApiKey(key.key),
+            Some(key.team),
+            grants,
+            None,
+            key.expires_at,
+        )
+        .await
+    }
+
+    pub(crate) async fn sign_token(
+        &self,
+        principal: Principal,
+        team: Option<TeamId>,
+        grants: TokenGrants,
         session: Option<String>,
         not_after: Option<DateTime<Utc>>,
     ) -> Result<AccessToken, Error> {
@@ -254,14 +273,18 @@ impl Auth {
         let claims = AccessClaims {
             iss: self.tokens.issuer.clone(),
             aud: self.tokens.audience.clone(),
-            sub: user.to_string(),
+            sub: principal.id_string(),
+            kind: principal.kind(),
             team: team.map(|t| t.to_string()),
+            perms: Vec::new(),
+            org: Vec::new(),
             sid: session,
             iat: issued.timestamp(),
             nbf: issued.timestamp(),
             exp: expires.timestamp(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
-        };
+        }
+        .with_grants(grants.permissions, &grants.org_roles);
         let token = sign(&key, &claims, self.key_encryption_key()?.as_ref())?;
         Ok(AccessToken {
             token,
@@ -269,64 +292,32 @@ impl Auth {
         })
     }
 
-    /// Verifies a Godel access token: header (`alg` EdDSA exactly, `typ` at+jwt, a
-    /// known `kid`), signature, `iss`, `aud`, `exp` and `nbf` (with leeway), and
-    /// the subject. Any failure is `unauthenticated`.
-    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedToken, Error> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed header"))?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(unauthenticated("algorithm not allowed"));
-        }
-        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return Err(unauthenticated("not an access token"));
-        }
-        let kid = header.kid.ok_or_else(|| unauthenticated("no key id"))?;
-        let key = signing_key::Entity::find_by_id(kid)
+    /// Verifies a Godel access token against the keys in the database: header (`alg`
+    /// EdDSA exactly, `typ` at+jwt, a known `kid`), signature, `iss`, `aud`, `exp`
+    /// and `nbf` (with leeway), and the subject. Any failure is `unauthenticated`.
+    /// (Other services verify with `godel_identity::CallerVerifier`.)
+    pub async fn verify_access_token(&self, token: &str) -> Result<Caller, Error> {
+        let kid = token::key_id(token)?;
+        let key = signing_key::Entity::find_by_id(kid.clone())
             .one(self.db.conn())
             .await
             .map_err(db_error("reading a signing key"))?
             .filter(|k| self.still_verifies(k, now()))
-            .ok_or_else(|| unauthenticated("unknown key id"))?;
-
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&self.tokens.issuer]);
-        validation.set_audience(&[&self.tokens.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.leeway = self.tokens.leeway.as_secs();
-        let decoding = DecodingKey::from_ed_der(&key.public_key);
-        let data =
-            jsonwebtoken::decode::<AccessClaims>(token, &decoding, &validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                unauthenticated(match e.kind() {
-                    ErrorKind::ExpiredSignature => "expired",
-                    ErrorKind::ImmatureSignature => "not valid yet",
-                    ErrorKind::InvalidIssuer => "wrong issuer",
-                    ErrorKind::InvalidAudience => "wrong audience",
-                    ErrorKind::InvalidSignature => "bad signature",
-                    ErrorKind::InvalidAlgorithm => "algorithm not allowed",
-                    _ => "malformed",
-                })
-            })?;
-        let claims = data.claims;
-        let user = claims
-            .sub
-            .parse::<UserId>()
-            .map_err(|_| unauthenticated("subject is not a user"))?;
-        let team = claims
-            .team
-            .map(|t| t.parse::<TeamId>())
-            .transpose()
-            .map_err(|_| unauthenticated("bad team claim"))?;
-        Ok(VerifiedToken {
-            user,
-            team,
-            session: claims.sid,
-            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
-        })
+            .ok_or(token::VerifyError::UnknownKeyId(kid))?;
+        Ok(token::verify_with_key(
+            token,
+            &public_key(&key)?,
+            &self.token_rules(),
+        )?)
     }
+}
+
+fn public_key(key: &signing_key::Model) -> Result<PublicKey, Error> {
+    let bytes: [u8; 32] = key.public_key.clone().try_into().map_err(|_| {
+        tracing::error!(kid = %key.kid, "stored public key is not 32 bytes");
+        Error::internal("a signing key is unreadable")
+    })?;
+    Ok(PublicKey::from_bytes(bytes))
 }
 
 fn sign(
@@ -338,15 +329,8 @@ fn sign(
         tracing::error!(error = %e, "the signing key cannot be opened");
         Error::internal("the signing key is unreadable")
     })?;
-    let der = SigningKey::from_bytes(&seed).to_pkcs8_der().map_err(|e| {
-        tracing::error!(kid = %key.kid, error = %e, "encoding the signing key failed");
-        Error::internal("the signing key is unreadable")
-    })?;
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).map_err(|e| {
-        tracing::error!(kid = %key.kid, error = %e, "signing an access token failed");
+    token::sign(&key.kid, &seed, claims).map_err(|e| {
+        tracing::error!(error = %e, "signing an access token failed");
         Error::internal("signing the access token failed")
     })
 }
@@ -355,8 +339,11 @@ fn sign(
 mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use godel_identity::PrincipalKind;
     use godel_store::DatabaseConfig;
     use godel_test_utils::postgres::TestDb;
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
     use super::*;
     use crate::config::TokenConfig;
@@ -410,7 +397,10 @@ mod tests {
                 iss: "godel".into(),
                 aud: "godel-api".into(),
                 sub: self.user.to_string(),
+                kind: PrincipalKind::User,
                 team: None,
+                perms: Vec::new(),
+                org: Vec::new(),
                 sid: None,
                 iat: now,
                 nbf: now,
@@ -440,7 +430,7 @@ mod tests {
             .await
             .unwrap();
         let verified = f.auth.verify_access_token(&token.token).await.unwrap();
-        assert_eq!(verified.user, f.user);
+        assert_eq!(verified.principal, Principal::User(f.user));
         assert_eq!(verified.team, Some(team));
         assert_eq!(verified.session.as_deref(), Some("s1"));
         let header = jsonwebtoken::decode_header(&token.token).unwrap();
@@ -474,7 +464,7 @@ mod tests {
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("at+jwt".into());
         header.kid = Some(f.key.kid.clone());
-        let x = b64url(&f.key.public_key);
+        let x = URL_SAFE_NO_PAD.encode(&f.key.public_key);
         for secret in [f.key.public_key.clone(), x.into_bytes()] {
             let token =
                 jsonwebtoken::encode(&header, &f.claims(), &EncodingKey::from_secret(&secret))

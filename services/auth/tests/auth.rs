@@ -1,4 +1,5 @@
-//! The auth service's identity core through its public API: every store case runs on
+//! The auth service's identity core through its public API, and its gRPC service
+//! (`grpc`, started for real): every case runs on
 //! SQLite and on PostgreSQL (a fresh schema on the test server), with the outbox
 //! relayed to an in-process bus so the IAM events are checked where consumers see
 //! them.
@@ -26,6 +27,16 @@ use godel_test_utils::eventually;
 use godel_test_utils::postgres::{DbKind as Kind, TestDb};
 use godel_types::{TeamId, UserId};
 use tokio_util::sync::CancellationToken;
+
+#[path = "auth/grpc.rs"]
+mod grpc;
+
+use grpc::{
+    grpc_a_member_of_team_b_is_denied_on_team_a, grpc_api_key_to_verified_caller,
+    grpc_bad_tokens_are_rejected_by_the_verifier,
+    grpc_key_rotation_keeps_old_tokens_and_refetches_for_new_kids,
+    grpc_quotas_read_as_the_scheduler_would, grpc_sessions_refresh_and_revoke,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -725,7 +736,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(kind: Kind) {
         .verify_access_token(&first.access_token)
         .await
         .unwrap();
-    assert_eq!(verified.user, alice);
+    assert_eq!(verified.principal, Principal::User(alice));
     assert_eq!(verified.team, Some(team));
 
     let second = h.auth.refresh(&first.refresh_token).await.unwrap();
@@ -818,12 +829,20 @@ async fn signing_keys_rotate_and_old_tokens_still_verify(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(
-        h.auth.verify_access_token(&old.token).await.unwrap().user,
-        alice
+        h.auth
+            .verify_access_token(&old.token)
+            .await
+            .unwrap()
+            .principal,
+        Principal::User(alice)
     );
     assert_eq!(
-        h.auth.verify_access_token(&new.token).await.unwrap().user,
-        alice
+        h.auth
+            .verify_access_token(&new.token)
+            .await
+            .unwrap()
+            .principal,
+        Principal::User(alice)
     );
     let kids: Vec<String> = h
         .auth
@@ -1045,6 +1064,12 @@ on_both!(sqlite => Sqlite:
     refresh_tokens_expire_with_their_session,
     quotas,
     bootstrap_creates_the_first_admin_once,
+    grpc_api_key_to_verified_caller,
+    grpc_a_member_of_team_b_is_denied_on_team_a,
+    grpc_bad_tokens_are_rejected_by_the_verifier,
+    grpc_key_rotation_keeps_old_tokens_and_refetches_for_new_kids,
+    grpc_quotas_read_as_the_scheduler_would,
+    grpc_sessions_refresh_and_revoke,
 );
 
 on_both!(postgres => Postgres:
@@ -1059,6 +1084,12 @@ on_both!(postgres => Postgres:
     refresh_tokens_expire_with_their_session,
     quotas,
     bootstrap_creates_the_first_admin_once,
+    grpc_api_key_to_verified_caller,
+    grpc_a_member_of_team_b_is_denied_on_team_a,
+    grpc_bad_tokens_are_rejected_by_the_verifier,
+    grpc_key_rotation_keeps_old_tokens_and_refetches_for_new_kids,
+    grpc_quotas_read_as_the_scheduler_would,
+    grpc_sessions_refresh_and_revoke,
 );
 
 #[tokio::test]

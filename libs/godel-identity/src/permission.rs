@@ -1,5 +1,7 @@
 //! The permission catalog and the built-in roles: the one place permission names are
 //! defined. `docs/permissions.md` documents the same table; a test keeps them equal.
+//! The auth service grants permissions; every service checks them on what it owns
+//! ([`Caller::require`](crate::Caller::require)).
 
 use std::fmt;
 use std::str::FromStr;
@@ -87,6 +89,91 @@ impl Permission {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+}
+
+// A `PermissionSet` is a bit per catalog entry.
+const _: () = assert!(
+    Permission::ALL.len() <= 64,
+    "PermissionSet holds at most 64 permissions"
+);
+
+impl Permission {
+    const fn bit(self) -> u64 {
+        1 << (self as u32)
+    }
+}
+
+/// A set of catalog permissions (a bit each): what a caller holds in a team.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PermissionSet(u64);
+
+impl PermissionSet {
+    /// No permission.
+    pub const EMPTY: PermissionSet = PermissionSet(0);
+
+    /// Every permission of the catalog.
+    pub fn all() -> Self {
+        Permission::ALL.iter().copied().collect()
+    }
+
+    pub fn contains(self, permission: Permission) -> bool {
+        self.0 & permission.bit() != 0
+    }
+
+    pub fn insert(&mut self, permission: Permission) {
+        self.0 |= permission.bit();
+    }
+
+    /// Every permission in either set.
+    #[must_use]
+    pub fn union(self, other: PermissionSet) -> Self {
+        PermissionSet(self.0 | other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// The permissions in catalog order.
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .iter()
+            .copied()
+            .filter(move |p| self.contains(*p))
+    }
+
+    /// The permission names, in catalog order.
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Permission::as_str).collect()
+    }
+}
+
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> Self {
+        let mut set = PermissionSet::EMPTY;
+        for p in iter {
+            set.insert(p);
+        }
+        set
+    }
+}
+
+impl<'a> FromIterator<&'a Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = &'a Permission>>(iter: I) -> Self {
+        iter.into_iter().copied().collect()
+    }
+}
+
+impl fmt::Debug for PermissionSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(Permission::as_str))
+            .finish()
     }
 }
 
@@ -202,6 +289,43 @@ impl fmt::Display for BuiltinRole {
     }
 }
 
+/// A role held across the organisation rather than in one team. Its permissions
+/// hold in every team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OrgRole {
+    /// `org-admin`: every permission in every team, and organisation-level actions
+    /// (creating teams, org-admin API keys).
+    Admin,
+}
+
+impl OrgRole {
+    pub const ALL: &'static [OrgRole] = &[OrgRole::Admin];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            OrgRole::Admin => "org-admin",
+        }
+    }
+
+    /// The organisation role called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.name() == name)
+    }
+
+    /// The permissions the role grants in every team.
+    pub fn permissions(self) -> PermissionSet {
+        match self {
+            OrgRole::Admin => BuiltinRole::OrgAdmin.permissions().iter().collect(),
+        }
+    }
+}
+
+impl fmt::Display for OrgRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +351,27 @@ mod tests {
         assert!(err.message.contains("tasks:fly"), "{}", err.message);
         let ok = Permission::parse_all(&["tasks:read", "audit:read", "tasks:read"], "p").unwrap();
         assert_eq!(ok, [Permission::TasksRead, Permission::AuditRead]);
+    }
+
+    #[test]
+    fn a_permission_set_holds_exactly_what_was_put_in() {
+        let mut set = PermissionSet::EMPTY;
+        assert!(set.is_empty());
+        set.insert(Permission::AuditRead);
+        set.insert(Permission::TasksCreate);
+        set.insert(Permission::TasksCreate);
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(Permission::TasksCreate));
+        assert!(!set.contains(Permission::TasksRead));
+        assert_eq!(set.names(), ["tasks:create", "audit:read"]);
+        assert_eq!(format!("{set:?}"), r#"{"tasks:create", "audit:read"}"#);
+        let all = PermissionSet::all();
+        assert_eq!(all.len(), Permission::ALL.len());
+        assert!(Permission::ALL.iter().all(|p| all.contains(*p)));
+        assert_eq!(set.union(all), all);
+        assert_eq!(OrgRole::Admin.permissions(), all);
+        assert_eq!(OrgRole::from_name("org-admin"), Some(OrgRole::Admin));
+        assert_eq!(OrgRole::Admin.name(), BuiltinRole::OrgAdmin.name());
     }
 
     #[test]
