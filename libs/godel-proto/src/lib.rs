@@ -102,6 +102,7 @@ mod tests {
                 "godel.audit.v1.AuditService",
                 "godel.auth.v1.AuthService",
                 "godel.orchestrator.v1.OrchestratorService",
+                "godel.orchestrator.v1.ProviderKeyService",
                 "godel.scheduler.v1.SchedulerService",
             ]
         );

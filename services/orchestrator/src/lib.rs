@@ -1,19 +1,27 @@
 //! The orchestrator service: agent sessions — runtimes, agent adapters, reconciliation and the LLM key proxy.
 //!
-//! Owns (DESIGN.md §2): sessions, runtime handles, session event logs, encrypted provider keys and LLM proxy tokens. A library with [`serve`] (production: its own
+//! Owns (DESIGN.md §2): sessions, runtime handles, session event logs, encrypted provider keys and LLM proxy tokens. Serves the gRPC `OrchestratorService`
+//! ([`grpc`]) over [`session::Sessions`], which run agents on the worktree
+//! [`runtime`]. A library with [`serve`] (production: its own
 //! database and NATS) and [`start`] (dependencies passed in, as `godel up` does with
 //! the in-process bus); `main.rs` only calls [`serve`].
 
 mod config;
+pub mod grpc;
+mod intake;
 mod migrations;
 pub mod runtime;
+pub mod session;
 
 use godel_backend::{Backend, BackendError};
+use godel_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
 use godel_runtime::{RunningService, Service};
+use godel_types::OrchestratorId;
 use tokio_util::sync::CancellationToken;
 
-pub use config::OrchestratorConfig;
+pub use config::{CommandAdapter, IntakeConfig, OrchestratorConfig, SessionsConfig};
 pub use godel_backend::Dependencies;
+pub use migrations::Migrator;
 
 /// The service name: health-check name, metrics label, outbox relay name.
 pub const SERVICE: &str = "orchestrator";
@@ -25,6 +33,8 @@ pub enum Error {
     Backend(#[from] BackendError),
     #[error("the orchestrator service failed")]
     Runtime(#[source] godel_runtime::RuntimeError),
+    #[error("the orchestrator's work intake is misconfigured: {0}")]
+    Intake(godel_error::Error),
 }
 
 /// Runs the service until `shutdown` is cancelled and it has drained.
@@ -37,18 +47,69 @@ pub async fn serve(config: OrchestratorConfig, shutdown: CancellationToken) -> R
         .map_err(Error::Runtime)
 }
 
-/// Opens and migrates the database, then starts the listeners and the outbox relay.
-/// Returns once the service is listening; [`RunningService::wait`] waits for its end.
+/// Opens and migrates the database, then starts the listeners (serving the gRPC
+/// `OrchestratorService`, see [`grpc`]) and the outbox relay. On shutdown, running
+/// sessions are stopped (they end as cancelled) before the relay publishes its last
+/// events. With `intake.enabled`, work intake takes leased tasks from the scheduler
+/// and drains first on shutdown. Returns once the service is listening;
+/// [`RunningService::wait`] waits for its end.
 pub async fn start(
     config: OrchestratorConfig,
     deps: Dependencies,
     shutdown: CancellationToken,
 ) -> Result<RunningService, Error> {
-    let backend = Backend::open::<migrations::Migrator>(SERVICE, &config.database, deps).await?;
-    let service = Service::new(SERVICE, config.server).reflection(godel_proto::FILE_DESCRIPTOR_SET);
-    backend
+    let backend = Backend::open::<Migrator>(SERVICE, &config.database, deps).await?;
+    let orchestrator_id = match config.intake.orchestrator_id {
+        Some(id) => id,
+        None => {
+            let id = OrchestratorId::new();
+            if config.intake.enabled {
+                tracing::warn!(orchestrator_id = %id, "no intake.orchestrator_id configured; generated one for this run (set it to keep leases and the dispatch consumer across restarts)");
+            }
+            id
+        }
+    };
+    let sessions = session::Sessions::new(
+        backend.db().clone(),
+        backend.notifier(),
+        config.sessions,
+        orchestrator_id,
+    );
+    let intake = if config.intake.enabled {
+        Some(
+            intake::Intake::new(
+                config.intake,
+                orchestrator_id,
+                sessions.clone(),
+                backend.bus().clone(),
+            )
+            .map_err(Error::Intake)?,
+        )
+    } else {
+        None
+    };
+    let service = Service::new(SERVICE, config.server)
+        .reflection(godel_proto::FILE_DESCRIPTOR_SET)
+        .grpc_service(OrchestratorServiceServer::new(grpc::OrchestratorGrpc::new(
+            sessions.clone(),
+            shutdown.clone(),
+        )));
+    // Registered after the outbox relay, so shutdown stops the sessions first and
+    // the relay still publishes how they ended.
+    let mut service = backend
         .install(service)
-        .start(shutdown)
-        .await
-        .map_err(Error::Runtime)
+        .background("sessions", move |stop| async move {
+            stop.cancelled().await;
+            sessions.shutdown().await;
+            Ok(())
+        });
+    // Registered last, so it drains first: it stops taking work and hands the
+    // stopped sessions' tasks back while the sessions' store and relay still run.
+    if let Some(intake) = intake {
+        service = service.background("intake", move |stop| async move {
+            intake.run(stop).await;
+            Ok(())
+        });
+    }
+    service.start(shutdown).await.map_err(Error::Runtime)
 }

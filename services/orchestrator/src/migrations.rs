@@ -1,8 +1,14 @@
 //! The orchestrator service's schema migrations, applied in order on every start.
 
+mod create_sessions;
+
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
-pub(crate) struct Migrator;
+pub(crate) use create_sessions::CreateSessions;
+
+/// Every migration of the orchestrator's database, in order (the outbox, then
+/// sessions, their event logs and task epoch fences).
+pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migration_table_name() -> godel_store::sea_orm::DynIden {
@@ -10,6 +16,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(godel_store::CreateOutbox)]
+        vec![
+            Box::new(godel_store::CreateOutbox),
+            Box::new(CreateSessions),
+        ]
     }
 }

@@ -574,3 +574,48 @@ fn the_child_sees_only_allow_listed_variables() {
         assert!(!home.starts_with(&dir));
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worktrees_of_one_repository_come_and_go_concurrently() {
+    let fx = Fixture::new(Duration::ZERO);
+    let repo = fx.path("repo");
+    init_repo(&repo);
+    let manager = std::sync::Arc::new(WorktreeManager::new(fx.manager.config().clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let (manager, repo) = (manager.clone(), repo.clone());
+        tasks.spawn(async move {
+            let worktree = manager
+                .create(
+                    SessionId::new(),
+                    TaskId::new(),
+                    &RepoSource::Local(repo),
+                    None,
+                )
+                .await
+                .unwrap();
+            std::fs::write(worktree.path.join(format!("f{n}.txt")), "x\n").unwrap();
+            manager.finish(&worktree, n % 2 == 0).await.unwrap()
+        });
+    }
+    let mut committed = 0;
+    while let Some(finished) = tasks.join_next().await {
+        if matches!(
+            finished.unwrap(),
+            Finished::Committed {
+                commit: Some(_),
+                ..
+            }
+        ) {
+            committed += 1;
+        }
+    }
+    assert_eq!(committed, 4);
+    assert_eq!(manager.sweep().await.unwrap().len(), 4);
+    assert_eq!(
+        git(&repo, &["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+}

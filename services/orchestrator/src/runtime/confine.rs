@@ -78,7 +78,8 @@ impl FsPolicy {
 }
 
 /// The filesystem confinement actually applied to a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ConfinementLevel {
     /// Landlock enforces every filesystem right this module asks for.
     Full,

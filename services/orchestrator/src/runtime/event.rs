@@ -2,14 +2,17 @@
 //!
 //! Every adapter turns its agent's output into [`SessionEvent`]s: one schema whatever
 //! agent ran. The parser here understands the JSONL the simulated agent prints (see
-//! [`crate::runtime::sim_agent`] for the shape); any other stdout line becomes an
+//! [`crate::runtime::sim_agent`] for the shape), plus
+//! `{"type":"state","state":"thinking"|"tool_running"|"awaiting_approval"|"idle","reason":"…"}`
+//! for programs that report what they are doing; any other stdout line becomes an
 //! assistant message and any stderr line a raw event, each with the original line kept.
 //! [`judge`] decides the outcome from the events, never from the exit code.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which output stream of the agent a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OutputStream {
     Stdout,
     Stderr,
@@ -26,7 +29,7 @@ impl OutputStream {
 }
 
 /// What kind of change an agent made to a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Added,
@@ -36,7 +39,8 @@ pub enum ChangeKind {
 }
 
 /// What the agent is doing, as far as its output tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AgentState {
     Thinking,
     ToolRunning,
@@ -44,6 +48,19 @@ pub enum AgentState {
     Idle,
     /// The agent reported that it finished its work.
     Done,
+}
+
+impl AgentState {
+    /// `thinking`, `tool_running`, `awaiting_approval`, `idle` or `done`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Thinking => "thinking",
+            Self::ToolRunning => "tool_running",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Idle => "idle",
+            Self::Done => "done",
+        }
+    }
 }
 
 /// One normalized thing an agent did.
@@ -131,6 +148,11 @@ enum JsonLine {
         #[serde(default)]
         cost_micro_usd: u64,
     },
+    State {
+        state: AgentState,
+        #[serde(default)]
+        reason: String,
+    },
     Done {
         #[serde(default)]
         summary: String,
@@ -186,6 +208,7 @@ impl From<JsonLine> for EventBody {
                 output_tokens,
                 cost_micro_usd,
             },
+            JsonLine::State { state, reason } => Self::State { state, reason },
             JsonLine::Done { summary } => Self::State {
                 state: AgentState::Done,
                 reason: summary,

@@ -500,9 +500,23 @@ pub struct RunReport {
 pub async fn run(
     spec: &AgentSpec,
     cancel: &CancellationToken,
+    on_event: impl FnMut(&SessionEvent),
+) -> Result<RunReport, ProcessError> {
+    let process = AgentProcess::spawn(spec)?;
+    run_spawned(process, spec, cancel, &CancellationToken::new(), on_event).await
+}
+
+/// [`run`] for an agent already started from `spec` with [`AgentProcess::spawn`]
+/// (so the caller knows its process group and confinement first). When `force` is
+/// cancelled by the time `cancel` is, the group is killed at once instead of
+/// going through the stop policy.
+pub async fn run_spawned(
+    mut process: AgentProcess,
+    spec: &AgentSpec,
+    cancel: &CancellationToken,
+    force: &CancellationToken,
     mut on_event: impl FnMut(&SessionEvent),
 ) -> Result<RunReport, ProcessError> {
-    let mut process = AgentProcess::spawn(spec)?;
     let mut lines = process.lines.take();
     let mut events = Vec::new();
     let mut record = |line: OutputLine, events: &mut Vec<SessionEvent>| {
@@ -548,6 +562,12 @@ pub async fn run(
     // meanwhile so it is never blocked on a full pipe.
     let policy = match end {
         RunEnd::Exited => StopPolicy {
+            interrupt: Interrupt::Signal(Signal::SIGKILL),
+            interrupt_wait: spec.stop.kill_wait,
+            term_wait: Duration::ZERO,
+            kill_wait: Duration::ZERO,
+        },
+        RunEnd::Cancelled if force.is_cancelled() => StopPolicy {
             interrupt: Interrupt::Signal(Signal::SIGKILL),
             interrupt_wait: spec.stop.kill_wait,
             term_wait: Duration::ZERO,

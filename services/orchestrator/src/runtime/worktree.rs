@@ -6,8 +6,10 @@
 //! and fetched before each use. Every git command runs through the `git` CLI with a
 //! cleared environment: no system or global configuration, no prompts, no hooks.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use godel_types::{SessionId, TaskId};
@@ -125,6 +127,10 @@ pub struct WorktreeManager {
     config: WorktreeConfig,
     /// Serializes cloning and fetching into the cache.
     cache_lock: Mutex<()>,
+    /// One lock per repository: git's worktree bookkeeping (`add`, `remove`,
+    /// `prune`) is not safe to run concurrently in one repository — an `add` reads
+    /// another's half-written entry, a `prune` removes it.
+    repo_locks: std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
 impl WorktreeManager {
@@ -132,6 +138,21 @@ impl WorktreeManager {
         Self {
             config,
             cache_lock: Mutex::new(()),
+            repo_locks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lock of `repo`'s worktree bookkeeping.
+    fn repo_lock(&self, repo: &Path) -> Arc<Mutex<()>> {
+        match self.repo_locks.lock() {
+            Ok(mut locks) => locks.entry(repo.to_path_buf()).or_default().clone(),
+            // A panic while holding the map only lost a lock entry; a fresh lock
+            // still serializes every later caller.
+            Err(poisoned) => poisoned
+                .into_inner()
+                .entry(repo.to_path_buf())
+                .or_default()
+                .clone(),
         }
     }
 
@@ -139,9 +160,11 @@ impl WorktreeManager {
         &self.config
     }
 
-    /// Adds a worktree for `session` on a new branch `godel/<task>` starting at
+    /// Adds a worktree for `session` on the branch `godel/<task>` starting at
     /// `git_ref` (the repository's `HEAD`, or the remote's default branch, when
     /// `None`). A URL is cloned into the cache on first use and fetched every time.
+    /// A branch left by an earlier attempt at the task is reset: a new attempt starts
+    /// from the base again (the earlier commit stays reachable by its id).
     pub async fn create(
         &self,
         session: SessionId,
@@ -159,13 +182,15 @@ impl WorktreeManager {
         create_dir(&self.config.worktrees_dir).await?;
         let path = self.config.worktrees_dir.join(session.to_string());
         let branch = format!("godel/{task}");
+        let lock = self.repo_lock(&repo);
+        let _guard = lock.lock().await;
         git(
             &repo,
             [
                 OsString::from("worktree"),
                 "add".into(),
                 "--quiet".into(),
-                "-b".into(),
+                "-B".into(),
                 branch.clone().into(),
                 path.clone().into(),
                 base_commit.clone().into(),
@@ -233,7 +258,7 @@ impl WorktreeManager {
 
     /// Ends a session's use of its worktree by the cleanup policy: on success the
     /// work is committed, summarized and the worktree removed (the branch stays); on
-    /// failure the worktree is kept for `keep_failed_for`.
+    /// failure the worktree is kept for `keep_failed_for`, detached from the branch.
     pub async fn finish(
         &self,
         worktree: &Worktree,
@@ -245,6 +270,9 @@ impl WorktreeManager {
             self.remove(worktree).await?;
             return Ok(Finished::Committed { commit, diff });
         }
+        // The kept worktree lets go of the task's branch (its files stay as they
+        // are), so a later attempt at the task can check the branch out.
+        git(&worktree.path, ["switch", "--detach", "--quiet"]).await?;
         let until = SystemTime::now() + self.config.keep_failed_for;
         let marker = KeptMarker {
             path: worktree.path.clone(),
@@ -269,6 +297,8 @@ impl WorktreeManager {
 
     /// Removes the worktree (its branch stays) and prunes stale worktree records.
     pub async fn remove(&self, worktree: &Worktree) -> Result<(), WorktreeError> {
+        let lock = self.repo_lock(&worktree.repo);
+        let _guard = lock.lock().await;
         remove_worktree(&worktree.repo, &worktree.path).await
     }
 
@@ -304,7 +334,11 @@ impl WorktreeManager {
             if marker.expires_at_unix > now {
                 continue;
             }
-            remove_worktree(&marker.repo, &marker.path).await?;
+            {
+                let lock = self.repo_lock(&marker.repo);
+                let _guard = lock.lock().await;
+                remove_worktree(&marker.repo, &marker.path).await?;
+            }
             tokio::fs::remove_file(&file)
                 .await
                 .map_err(|source| WorktreeError::Io { path: file, source })?;
