@@ -13,8 +13,10 @@ use godel_bus::{BusConfig, ConsumerConfig, Subject};
 use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
 use godel_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
 use godel_proto::audit::v1::{
-    AppendRequest, AppendResponse, AuditRecord, ExportRequest, QueryRequest, QueryResponse,
-    VerifyRequest, VerifyResponse,
+    AppendRequest, AppendResponse, ApplyRetentionRequest, ApplyRetentionResponse, AuditRecord,
+    EraseSubjectRequest, EraseSubjectResponse, ExportRequest, GetRetentionRequest,
+    GetRetentionResponse, QueryRequest, QueryResponse, SetTeamRetentionRequest,
+    SetTeamRetentionResponse, VerifyRequest, VerifyResponse,
 };
 use godel_runtime::{ServerConfig, Service};
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
@@ -46,7 +48,7 @@ impl MigratorTrait for Migrator {
 }
 
 /// A service whose `Append` writes one outbox event per record, the way every
-/// Godel service announces a state change.
+/// Godel service announces a state change (the other methods are not called).
 struct Announcer {
     db: Db,
     notifier: RelayNotifier,
@@ -93,6 +95,34 @@ impl AuditService for Announcer {
         &self,
         _: Request<ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
+        Err(Status::unimplemented("not used by this test"))
+    }
+
+    async fn erase_subject(
+        &self,
+        _: Request<EraseSubjectRequest>,
+    ) -> Result<Response<EraseSubjectResponse>, Status> {
+        Err(Status::unimplemented("not used by this test"))
+    }
+
+    async fn get_retention(
+        &self,
+        _: Request<GetRetentionRequest>,
+    ) -> Result<Response<GetRetentionResponse>, Status> {
+        Err(Status::unimplemented("not used by this test"))
+    }
+
+    async fn set_team_retention(
+        &self,
+        _: Request<SetTeamRetentionRequest>,
+    ) -> Result<Response<SetTeamRetentionResponse>, Status> {
+        Err(Status::unimplemented("not used by this test"))
+    }
+
+    async fn apply_retention(
+        &self,
+        _: Request<ApplyRetentionRequest>,
+    ) -> Result<Response<ApplyRetentionResponse>, Status> {
         Err(Status::unimplemented("not used by this test"))
     }
 }

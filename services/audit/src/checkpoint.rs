@@ -89,6 +89,12 @@ impl Checkpointer {
         })
     }
 
+    /// Signs `message` with the checkpoint key (the records of retention runs and
+    /// erasures are signed too; see [`crate::coverage`]).
+    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
     /// The key verifiers check checkpoint signatures with.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
@@ -149,28 +155,28 @@ impl Checkpointer {
         }
         Ok(())
     }
+}
 
-    /// Reads every checkpoint file and checks its signature with `key`.
-    pub(crate) async fn load(&self, key: &VerifyingKey) -> Result<Loaded, AuditError> {
-        let io = |source| AuditError::CheckpointIo {
-            path: self.dir.clone(),
-            source,
+/// Reads every checkpoint file in `dir` and checks its signature with `key`.
+pub(crate) async fn load(dir: &Path, key: &VerifyingKey) -> Result<Loaded, AuditError> {
+    let io = |source| AuditError::CheckpointIo {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut out = Loaded::new();
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(io)?;
+    while let Some(entry) = entries.next_entry().await.map_err(io)? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(sequence) = sequence_of(&name) else {
+            continue;
         };
-        let mut out = Loaded::new();
-        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
-        while let Some(entry) = entries.next_entry().await.map_err(io)? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(sequence) = sequence_of(&name) else {
-                continue;
-            };
-            let path = entry.path();
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|source| AuditError::CheckpointIo { path, source })?;
-            out.insert(sequence, check(sequence, &bytes, key));
-        }
-        Ok(out)
+        let path = entry.path();
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| AuditError::CheckpointIo { path, source })?;
+        out.insert(sequence, check(sequence, &bytes, key));
     }
+    Ok(out)
 }
 
 /// The head hash a checkpoint file vouches for, or why it does not.

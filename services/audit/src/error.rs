@@ -32,6 +32,8 @@ pub enum AuditError {
     Corrupt { sequence: u64, reason: String },
     #[error("the chain has reached the largest sequence number")]
     ChainFull,
+    #[error("cannot open the audit database")]
+    Connect(#[source] godel_store::StoreError),
 }
 
 impl From<AuditError> for tonic::Status {

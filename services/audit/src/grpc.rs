@@ -11,12 +11,17 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use godel_proto::audit::v1::audit_service_server::AuditService;
 use godel_proto::audit::v1::{
-    AppendRequest, AppendResponse, AuditFilter, AuditRecord, ExportRequest, QueryRequest,
-    QueryResponse, VerifyRequest, VerifyResponse,
+    AppendRequest, AppendResponse, ApplyRetentionRequest, ApplyRetentionResponse, AuditFilter,
+    AuditRecord, EraseSubjectRequest, EraseSubjectResponse, ExportRequest, GetRetentionRequest,
+    GetRetentionResponse, QueryRequest, QueryResponse, RetentionSource, SetTeamRetentionRequest,
+    SetTeamRetentionResponse, TeamRetention, VerifyRequest, VerifyResponse,
 };
 use godel_proto::common::v1::Caller;
 use godel_proto::common::v1::PageResponse;
-use godel_proto::convert::{from_optional_timestamp, parse_id, parse_optional_id, to_timestamp};
+use godel_proto::convert::{
+    from_optional_duration, from_optional_timestamp, parse_id, parse_optional_id, to_duration,
+    to_timestamp,
+};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -24,6 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::error::AuditError;
 use crate::log::AuditLog;
 use crate::record::{Actor, ActorKind, NewRecord, Outcome, Record, RecordBody};
+use crate::retention::{PolicySource, Requester, RetentionPolicy};
 use crate::store::Filter;
 
 /// Records per page while exporting.
@@ -123,6 +129,47 @@ fn to_proto(r: Record) -> AuditRecord {
     out
 }
 
+/// Who asks, from a request's `requested_by` (required until identity travels in
+/// the call's metadata).
+fn requester(caller: Option<Caller>, reason: String) -> Result<Requester, godel_error::Error> {
+    let caller = caller.unwrap_or_default();
+    if caller.subject_id.trim().is_empty() {
+        return Err(godel_error::Error::invalid_argument(
+            "requested_by.subject_id",
+            "`requested_by.subject_id`: say who asks",
+        ));
+    }
+    Ok(Requester {
+        actor: Actor {
+            kind: ActorKind::from_number(caller.subject_kind),
+            subject_id: caller.subject_id,
+            team_id: parse_optional_id("requested_by.team_id", &caller.team_id)?,
+            roles: caller.roles,
+        },
+        reason,
+    })
+}
+
+fn retention_to_proto(policy: RetentionPolicy) -> GetRetentionResponse {
+    GetRetentionResponse {
+        default_period: Some(to_duration(policy.default_period)),
+        teams: policy
+            .teams
+            .into_iter()
+            .map(|t| TeamRetention {
+                team_id: t.team_id.to_string(),
+                period: Some(to_duration(t.period)),
+                source: match t.source {
+                    PolicySource::Config => RetentionSource::Config,
+                    PolicySource::Api => RetentionSource::Api,
+                }
+                .into(),
+            })
+            .collect(),
+        interval: Some(to_duration(policy.interval)),
+    }
+}
+
 fn encode_cursor(sequence: u64) -> String {
     URL_SAFE_NO_PAD.encode(format!("s{sequence}"))
 }
@@ -194,12 +241,15 @@ impl AuditService for AuditGrpc {
         let mut response = VerifyResponse {
             ok: report.ok(),
             records_checked: report.records_checked,
+            checkpoints_matched: report.checkpoints_matched,
+            erased_payloads: report.erased_payloads,
             ..VerifyResponse::default()
         };
         match report.damage {
             Some(d) => {
                 response.first_bad_sequence = d.sequence;
                 response.damage = d.kind.to_proto().into();
+                response.damage_kind = d.kind.name().to_owned();
                 response.detail = d.detail;
             }
             None => {
@@ -210,6 +260,55 @@ impl AuditService for AuditGrpc {
             }
         }
         Ok(Response::new(response))
+    }
+
+    async fn erase_subject(
+        &self,
+        request: Request<EraseSubjectRequest>,
+    ) -> Result<Response<EraseSubjectResponse>, Status> {
+        let request = request.into_inner();
+        let by = requester(request.requested_by, request.reason)?;
+        let outcome = self.log.erase_subject(&request.subject_id, &by).await?;
+        Ok(Response::new(EraseSubjectResponse {
+            records_scrubbed: outcome.records_scrubbed,
+            record_id: outcome.record.to_string(),
+        }))
+    }
+
+    async fn get_retention(
+        &self,
+        _request: Request<GetRetentionRequest>,
+    ) -> Result<Response<GetRetentionResponse>, Status> {
+        let policy = self.log.retention().await?;
+        Ok(Response::new(retention_to_proto(policy)))
+    }
+
+    async fn set_team_retention(
+        &self,
+        request: Request<SetTeamRetentionRequest>,
+    ) -> Result<Response<SetTeamRetentionResponse>, Status> {
+        let request = request.into_inner();
+        let team_id = parse_id("team_id", &request.team_id)?;
+        let period = from_optional_duration("period", request.period.as_ref())?;
+        let by = requester(request.requested_by, request.reason)?;
+        let (policy, record) = self.log.set_team_retention(team_id, period, &by).await?;
+        Ok(Response::new(SetTeamRetentionResponse {
+            retention: Some(retention_to_proto(policy)),
+            record_id: record.to_string(),
+        }))
+    }
+
+    async fn apply_retention(
+        &self,
+        request: Request<ApplyRetentionRequest>,
+    ) -> Result<Response<ApplyRetentionResponse>, Status> {
+        let request = request.into_inner();
+        let by = requester(request.requested_by, request.reason)?;
+        let outcome = self.log.apply_retention(chrono::Utc::now(), &by).await?;
+        Ok(Response::new(ApplyRetentionResponse {
+            payloads_removed: outcome.payloads_removed,
+            record_id: outcome.record.map(|r| r.to_string()).unwrap_or_default(),
+        }))
     }
 
     type ExportStream = RecordStream;

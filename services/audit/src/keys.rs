@@ -18,6 +18,8 @@ pub enum KeyError {
     },
     #[error("the key file {path} does not hold 64 hex digits")]
     Malformed { path: PathBuf },
+    #[error("the file {path} does not hold an Ed25519 public key")]
+    NotAPublicKey { path: PathBuf },
     #[error("the key file {path} is readable by others (mode {mode:o}); chmod 600 it")]
     Permissions { path: PathBuf, mode: u32 },
 }
@@ -50,6 +52,21 @@ pub fn load_or_create(path: &Path) -> Result<[u8; 32], KeyError> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => read(path),
         Err(e) => Err(io(e)),
     }
+}
+
+/// Reads an Ed25519 public key written as hex (the `<signing key>.pub` file).
+pub fn read_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| KeyError::Malformed {
+        path: path.to_owned(),
+    })?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPublicKey {
+        path: path.to_owned(),
+    })
 }
 
 fn read(path: &Path) -> Result<[u8; 32], KeyError> {

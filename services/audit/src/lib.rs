@@ -21,10 +21,14 @@
 //!   damage ([`DamageKind`]).
 //! - **Intake** ([`intake`]): a durable bus consumer records every team event,
 //!   idempotent by the event id, acked only after the append committed.
-//! - **Retention and erasure** ([`AuditLog::apply_retention`], on a timer, and
-//!   [`AuditLog::erase_subject`]): remove expired payloads or scrub one person's data
-//!   from payloads; the chain rows stay, so `verify` stays green and counts them as
-//!   erased. Both append a record of what they did (never the removed data).
+//! - **Retention and erasure** ([`AuditLog::apply_retention`], on a timer and on
+//!   request, and [`AuditLog::erase_subject`]): remove expired payloads or scrub one
+//!   person's data from payloads; the chain rows stay. Each appends, in the same
+//!   transaction, a record of what it did and who asked (never the removed data),
+//!   which is what lets `verify` accept those payloads ([`coverage`]): a payload
+//!   removed or marked erased without such a record is reported as damage.
+//!   Per-team periods come from the configuration and from overrides set through
+//!   the API ([`AuditLog::set_team_retention`]).
 //! - **Append-only**: on PostgreSQL a trigger rejects UPDATE, DELETE and TRUNCATE on
 //!   `audit_chain`. Deployments should also `REVOKE UPDATE, DELETE, TRUNCATE ON
 //!   audit_chain` from the service's role, and keep the checkpoint directory and the
@@ -33,6 +37,7 @@
 pub mod canonical;
 mod checkpoint;
 mod config;
+pub mod coverage;
 mod error;
 mod grpc;
 pub mod intake;
@@ -41,6 +46,7 @@ mod log;
 mod migrations;
 mod record;
 pub mod redact;
+mod retention;
 mod store;
 mod verify;
 
@@ -59,11 +65,14 @@ pub use error::AuditError;
 pub use godel_backend::Dependencies;
 pub use grpc::AuditGrpc;
 pub use keys::KeyError;
-pub use log::{AuditLog, ErasureOutcome, RetentionOutcome};
+pub use log::AuditLog;
 pub use migrations::Migrator;
 pub use record::{Actor, ActorKind, NewRecord, Outcome, Record, RecordBody};
+pub use retention::{
+    ErasureOutcome, PolicySource, Requester, RetentionOutcome, RetentionPolicy, TeamPolicy,
+};
 pub use store::{AppendOutcome, Filter};
-pub use verify::{DamageKind, Damaged, VerifyReport};
+pub use verify::{DamageKind, Damaged, VerifyReport, verify_offline};
 
 /// The service name: health-check name, metrics label, outbox relay name.
 pub const SERVICE: &str = "audit";
@@ -103,7 +112,6 @@ pub async fn start(
     let timer_log = log.clone();
     let intake_log = log.clone();
     let retention_log = log.clone();
-    let retention = config.retention.clone();
     let bus = backend.bus().clone();
     let service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
@@ -113,7 +121,7 @@ pub async fn start(
             Ok(())
         })
         .background("audit-retention", move |stop| async move {
-            retention_timer(&retention_log, &retention, stop).await;
+            retention_timer(&retention_log, stop).await;
             Ok(())
         })
         .background("audit-intake", move |stop| async move {
@@ -127,23 +135,22 @@ pub async fn start(
         .map_err(Error::Runtime)
 }
 
-/// Removes expired payloads every `retention.interval` until stopped.
-async fn retention_timer(
-    log: &AuditLog,
-    retention: &config::RetentionConfig,
-    stop: CancellationToken,
-) {
-    if retention.interval.is_zero() {
+/// Removes expired payloads every `retention.interval` until stopped (the periods
+/// are read again each time, so overrides set through the API apply).
+async fn retention_timer(log: &AuditLog, stop: CancellationToken) {
+    let interval = log.retention_config().interval;
+    if interval.is_zero() {
         stop.cancelled().await;
         return;
     }
+    let by = retention::Requester::service("scheduled retention");
     loop {
-        if let Err(err) = log.apply_retention(retention, chrono::Utc::now()).await {
+        if let Err(err) = log.apply_retention(chrono::Utc::now(), &by).await {
             tracing::warn!(error = %err, "removing expired audit payloads failed");
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(retention.interval) => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }

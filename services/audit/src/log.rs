@@ -1,9 +1,12 @@
 //! [`AuditLog`]: the audit log's operations — append (redacted, chained), query,
-//! export pages, verify and checkpoint — over the service's database.
+//! export pages, verify and checkpoint — over the service's database (retention
+//! and erasure are in [`crate::retention`]).
 
 use chrono::{DateTime, Utc};
 use godel_store::Db;
 use godel_types::{AuditRecordId, TeamId};
+
+use crate::coverage::RESERVED_PREFIX;
 
 use crate::canonical::Payload;
 use crate::checkpoint::{Checkpoint, Checkpointer};
@@ -12,7 +15,7 @@ use crate::error::AuditError;
 use crate::keys;
 use crate::record::{Actor, ActorKind, NewRecord, Outcome, Record, RecordBody};
 use crate::redact::Redactor;
-use crate::store::{self, AppendOutcome, Filter, Order, Prepared, Row, Scope};
+use crate::store::{self, AppendOutcome, Filter, Order, Prepared, Row};
 use crate::verify::{self, VerifyReport};
 
 /// Most records one append takes.
@@ -27,6 +30,7 @@ pub struct AuditLog {
     db: Db,
     redactor: Redactor,
     checkpointer: Checkpointer,
+    retention: RetentionConfig,
 }
 
 impl AuditLog {
@@ -46,7 +50,18 @@ impl AuditLog {
             db,
             redactor: Redactor::new(key, &config.redaction)?,
             checkpointer: Checkpointer::open(&config.checkpoint)?,
+            retention: config.retention.clone(),
         })
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The configured retention (without the overrides stored in the database; see
+    /// [`AuditLog::retention`]).
+    pub fn retention_config(&self) -> &RetentionConfig {
+        &self.retention
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -101,6 +116,12 @@ impl AuditLog {
             .timestamp_nanos_opt()
             .ok_or_else(|| invalid("occurred_at", "must be between the years 1678 and 2261"))?;
         let body = r.body;
+        if body.action.starts_with(RESERVED_PREFIX) {
+            return Err(invalid(
+                "action",
+                "actions starting with `audit.` are written only by the audit service",
+            ));
+        }
         let trace_ok = body.trace_id.is_empty()
             || (body.trace_id.len() == 32 && body.trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
         if !trace_ok {
@@ -195,132 +216,20 @@ impl AuditLog {
     /// Verifies sequences `from..=to` (0: from the start / to the end) against the
     /// chain and the checkpoints.
     pub async fn verify(&self, from: u64, to: u64) -> Result<VerifyReport, AuditError> {
-        verify::verify(&self.db, &self.checkpointer, from, to).await
-    }
-
-    /// Removes the payloads of records older than their team's retention period as of
-    /// `now` (their chain entries stay), and appends an `audit.retention` record saying
-    /// how many were removed per rule when any were.
-    pub async fn apply_retention(
-        &self,
-        retention: &RetentionConfig,
-        now: DateTime<Utc>,
-    ) -> Result<RetentionOutcome, AuditError> {
-        let cutoff = |period: std::time::Duration| -> Option<i64> {
-            if period.is_zero() {
-                return None;
-            }
-            let period = chrono::Duration::from_std(period).ok()?;
-            now.checked_sub_signed(period)?.timestamp_nanos_opt()
-        };
-        let overridden: Vec<String> = retention
-            .teams
-            .iter()
-            .map(|t| t.team_id.to_string())
-            .collect();
-        let mut removed = 0u64;
-        let mut rules = Vec::new();
-        for team in &retention.teams {
-            let Some(before) = cutoff(team.period) else {
-                continue;
-            };
-            let team_id = team.team_id.to_string();
-            let n = store::remove_payloads(&self.db, Scope::Team(&team_id), before).await?;
-            removed += n;
-            rules.push(serde_json::json!({ "team": team_id, "before_ns": before, "removed": n }));
-        }
-        if let Some(before) = cutoff(retention.period) {
-            let n = store::remove_payloads(&self.db, Scope::AllBut(&overridden), before).await?;
-            removed += n;
-            rules.push(serde_json::json!({ "team": "default", "before_ns": before, "removed": n }));
-        }
-        if removed == 0 {
-            return Ok(RetentionOutcome::default());
-        }
-        let details = serde_json::json!({ "payloads_removed": removed, "rules": rules });
-        let record = self
-            .append_own("audit.retention", now, details.to_string())
-            .await?;
-        Ok(RetentionOutcome {
-            payloads_removed: removed,
-            record: Some(record),
-        })
-    }
-
-    /// Removes `subject_id`'s personal data (as stored: ids are kept as written,
-    /// redacted values as their pseudonyms) from every payload — as actor, in the
-    /// resource and in the details — replacing it with `[erased]`. Scrubbed payloads
-    /// are marked so `verify` counts them as erased instead of modified. Appends an
-    /// `audit.erasure` record with the number of records scrubbed (not the subject).
-    pub async fn erase_subject(&self, subject_id: &str) -> Result<ErasureOutcome, AuditError> {
-        if subject_id.trim().is_empty() {
-            return Err(AuditError::Invalid {
-                field: "subject_id".to_owned(),
-                reason: "must not be empty".to_owned(),
-            });
-        }
-        let stored = self.redactor.text(subject_id).text;
-        let scrubbed = store::scrub_subject(&self.db, &stored).await?;
-        let details = serde_json::json!({ "records_scrubbed": scrubbed });
-        let record = self
-            .append_own("audit.erasure", Utc::now(), details.to_string())
-            .await?;
-        Ok(ErasureOutcome {
-            records_scrubbed: scrubbed,
-            record,
-        })
-    }
-
-    /// Appends a record of the audit service's own action.
-    async fn append_own(
-        &self,
-        action: &str,
-        at: DateTime<Utc>,
-        details_json: String,
-    ) -> Result<AuditRecordId, AuditError> {
-        let id = AuditRecordId::new();
-        self.append(vec![NewRecord {
-            id,
-            occurred_at: at,
-            team_id: None,
-            body: RecordBody {
-                actor: Actor {
-                    kind: ActorKind::Service,
-                    subject_id: crate::SERVICE.to_owned(),
-                    team_id: None,
-                    roles: Vec::new(),
-                },
-                action: action.to_owned(),
-                outcome: Outcome::Success,
-                details_json,
-                ..RecordBody::default()
-            },
-        }])
-        .await?;
-        Ok(id)
+        verify::verify(
+            &self.db,
+            self.checkpointer.dir(),
+            &self.checkpointer.verifying_key(),
+            from,
+            to,
+        )
+        .await
     }
 
     /// Writes a checkpoint of the current head unless the last one covers it.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
         self.checkpointer.write(&self.db).await
     }
-}
-
-/// What one retention run removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RetentionOutcome {
-    pub payloads_removed: u64,
-    /// The `audit.retention` record describing the run (`None` when nothing expired).
-    pub record: Option<AuditRecordId>,
-}
-
-/// What one subject erasure did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErasureOutcome {
-    /// Payloads that carried the subject and were scrubbed.
-    pub records_scrubbed: u64,
-    /// The `audit.erasure` record describing it.
-    pub record: AuditRecordId,
 }
 
 /// The typed record a stored row holds; ids that no longer parse are corruption.

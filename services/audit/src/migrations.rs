@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `audit_chain` | `sequence` bigint PK (from 1, no gaps), `record_id` text unique, `occurred_at` bigint (ns since the Unix epoch), `team_id` text (`''` for none), `payload_digest`, `prev_hash`, `hash` (hex SHA-256) | immutable; on PostgreSQL a trigger rejects UPDATE, DELETE and TRUNCATE |
 //! | `audit_payload` | `sequence` bigint PK, `actor_kind`, `actor_id`, `actor_team_id`, `actor_roles` (JSON array), `action`, `resource`, `outcome`, `trace_id`, `client_ip`, `details`, `redacted`, `erased` (scrubbed by a subject erasure: its digest no longer applies) | may be scrubbed or removed by retention and erasure |
+//! | `audit_team_retention` | `team_id` text PK, `period_secs` bigint (0: forever), `updated_at` bigint (ns) | retention overrides set through the API |
 
 use godel_store::sea_orm::{ConnectionTrait, DbBackend, DbErr};
 use godel_store::sea_orm_migration::{
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateChain),
             Box::new(AppendOnlyTrigger),
             Box::new(ErasedColumn),
+            Box::new(TeamRetentionTable),
         ]
     }
 }
@@ -132,6 +134,32 @@ impl MigrationTrait for ErasedColumn {
             .get_connection()
             .execute_unprepared(
                 "ALTER TABLE audit_payload ADD COLUMN erased BOOLEAN NOT NULL DEFAULT FALSE",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// `audit_team_retention`: per-team retention overrides set through the API.
+struct TeamRetentionTable;
+
+impl MigrationName for TeamRetentionTable {
+    fn name(&self) -> &str {
+        "m20251123_000004_audit_team_retention"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TeamRetentionTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE audit_team_retention (
+                    team_id TEXT NOT NULL PRIMARY KEY,
+                    period_secs BIGINT NOT NULL CHECK (period_secs >= 0),
+                    updated_at BIGINT NOT NULL
+                )",
             )
             .await?;
         Ok(())

@@ -19,8 +19,11 @@ use crate::record::Outcome;
 /// First half of the PostgreSQL advisory-lock key appenders serialize on; the second
 /// half is a hash of the current schema.
 const APPEND_LOCK_CLASS: i32 = 0x6761_7564; // "gaud"
-/// Rows per multi-row INSERT.
-const INSERT_CHUNK: usize = 100;
+/// Rows per multi-row INSERT (and ids per lookup): a whole batch of
+/// [`crate::log::MAX_BATCH`] in one statement per table, so an append takes a few
+/// round trips however large it is. 12 parameters a row stay well under the limits of
+/// PostgreSQL (65 535) and SQLite (32 766).
+const INSERT_CHUNK: usize = 1000;
 
 /// A record ready to be chained: redacted, with its payload digest.
 #[derive(Debug, Clone)]
@@ -70,14 +73,14 @@ pub(crate) enum Order {
 }
 
 /// A statement with placeholders numbered for the backend.
-struct Sql {
+pub(crate) struct Sql {
     backend: DbBackend,
     text: String,
     values: Vec<Value>,
 }
 
 impl Sql {
-    fn new(backend: DbBackend, text: &str) -> Self {
+    pub(crate) fn new(backend: DbBackend, text: &str) -> Self {
         Self {
             backend,
             text: text.to_owned(),
@@ -85,12 +88,12 @@ impl Sql {
         }
     }
 
-    fn push(&mut self, text: &str) -> &mut Self {
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
         self
     }
 
-    fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+    pub(crate) fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
         self.values.push(value.into());
         match self.backend {
             DbBackend::Postgres => {
@@ -101,20 +104,21 @@ impl Sql {
         self
     }
 
-    fn build(self) -> Statement {
+    pub(crate) fn build(self) -> Statement {
         Statement::from_sql_and_values(self.backend, self.text, self.values)
     }
 }
 
-fn db_err(operation: &'static str) -> impl FnOnce(DbErr) -> AuditError {
+pub(crate) fn db_err(operation: &'static str) -> impl FnOnce(DbErr) -> AuditError {
     move |source| AuditError::Db { operation, source }
 }
 
-const COLUMNS: &str = "c.sequence, c.record_id, c.occurred_at, c.team_id, c.payload_digest, \
+pub(crate) const COLUMNS: &str = "c.sequence, c.record_id, c.occurred_at, c.team_id, c.payload_digest, \
     c.prev_hash, c.hash, p.sequence AS p_sequence, p.actor_kind, p.actor_id, p.actor_team_id, \
     p.actor_roles, p.action, p.resource, p.outcome, p.trace_id, p.client_ip, p.details, p.redacted, \
     p.erased AS p_erased";
-const FROM: &str = " FROM audit_chain c LEFT JOIN audit_payload p ON p.sequence = c.sequence";
+pub(crate) const FROM: &str =
+    " FROM audit_chain c LEFT JOIN audit_payload p ON p.sequence = c.sequence";
 
 /// Appends `batch` in one transaction: records whose id is already stored (or that
 /// repeat an id earlier in the batch) are skipped, the rest get the next sequences.
@@ -124,10 +128,21 @@ const FROM: &str = " FROM audit_chain c LEFT JOIN audit_payload p ON p.sequence 
 /// IMMEDIATE` (the database's write lock).
 pub(crate) async fn append(db: &Db, batch: Vec<Prepared>) -> Result<AppendOutcome, AuditError> {
     let txn = begin_append(db).await?;
+    let outcome = append_in(&txn, batch).await?;
+    txn.commit().await.map_err(db_err("committing an append"))?;
+    Ok(outcome)
+}
+
+/// [`append`] inside a transaction begun with [`begin_append`] (so other changes can
+/// commit together with the records that describe them).
+pub(crate) async fn append_in(
+    txn: &DatabaseTransaction,
+    batch: Vec<Prepared>,
+) -> Result<AppendOutcome, AuditError> {
     let backend = txn.get_database_backend();
 
     let mut existing = std::collections::HashSet::new();
-    for chunk in batch.chunks(500) {
+    for chunk in batch.chunks(INSERT_CHUNK) {
         let mut sql = Sql::new(
             backend,
             "SELECT record_id FROM audit_chain WHERE record_id IN (",
@@ -151,7 +166,7 @@ pub(crate) async fn append(db: &Db, batch: Vec<Prepared>) -> Result<AppendOutcom
         }
     }
 
-    let (mut sequence, mut prev) = head_in(&txn).await?;
+    let (mut sequence, mut prev) = head_in(txn).await?;
     let mut duplicates = 0u32;
     let mut rows: Vec<(ChainEntry, Payload)> = Vec::with_capacity(batch.len());
     for p in batch {
@@ -251,7 +266,6 @@ pub(crate) async fn append(db: &Db, batch: Vec<Prepared>) -> Result<AppendOutcom
             .await
             .map_err(db_err("inserting payloads"))?;
     }
-    txn.commit().await.map_err(db_err("committing an append"))?;
     Ok(AppendOutcome {
         appended: u32::try_from(rows.len()).unwrap_or(u32::MAX),
         duplicates,
@@ -259,7 +273,8 @@ pub(crate) async fn append(db: &Db, batch: Vec<Prepared>) -> Result<AppendOutcom
     })
 }
 
-async fn begin_append(db: &Db) -> Result<DatabaseTransaction, AuditError> {
+/// Begins a transaction holding the chain lock (see [`append`]).
+pub(crate) async fn begin_append(db: &Db) -> Result<DatabaseTransaction, AuditError> {
     match db.backend() {
         Backend::Postgres => {
             let txn = db
@@ -326,8 +341,13 @@ pub(crate) async fn chain_page(
     limit: u64,
 ) -> Result<Vec<QueryResult>, AuditError> {
     let mut sql = Sql::new(db.conn().get_database_backend(), "SELECT ");
-    sql.push(COLUMNS).push(FROM).push(" WHERE c.sequence > ");
-    sql.bind(to_i64(after));
+    // The bound on `p` too: PostgreSQL does not carry it to the outer join's inner
+    // side, and a merge join would read every payload before the page.
+    sql.push(COLUMNS)
+        .push(FROM)
+        .push(" AND p.sequence > ")
+        .bind(to_i64(after));
+    sql.push(" WHERE c.sequence > ").bind(to_i64(after));
     if let Some(to) = to {
         sql.push(" AND c.sequence <= ").bind(to_i64(to));
     }
@@ -366,7 +386,18 @@ pub(crate) async fn query(
     limit: u64,
 ) -> Result<Vec<QueryResult>, AuditError> {
     let mut sql = Sql::new(db.conn().get_database_backend(), "SELECT ");
-    sql.push(COLUMNS).push(FROM).push(" WHERE 1 = 1");
+    sql.push(COLUMNS).push(FROM);
+    // The cursor bounds `p` too (see `chain_page`).
+    match (order, cursor) {
+        (Order::NewestFirst, Some(c)) => {
+            sql.push(" AND p.sequence < ").bind(to_i64(c));
+        }
+        (Order::OldestFirst, Some(c)) => {
+            sql.push(" AND p.sequence > ").bind(to_i64(c));
+        }
+        (_, None) => {}
+    }
+    sql.push(" WHERE 1 = 1");
     if let Some(team) = &filter.team_id {
         sql.push(" AND c.team_id = ").bind(team.to_string());
     }
@@ -430,7 +461,7 @@ fn nanos_saturating(t: DateTime<Utc>) -> i64 {
     })
 }
 
-fn to_i64(n: u64) -> i64 {
+pub(crate) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -487,102 +518,4 @@ pub(crate) fn decode(row: &QueryResult) -> Result<Row, AuditError> {
             .map_err(|e| corrupt(format!("column redacted: {e}")))?,
     };
     Ok((entry, Some(payload)))
-}
-
-/// True when a subject erasure scrubbed the row's payload (its digest no longer
-/// applies). Unreadable counts as not scrubbed, so the digest is checked.
-pub(crate) fn scrubbed(row: &QueryResult) -> bool {
-    row.try_get::<Option<bool>>("", "p_erased")
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-}
-
-/// Which records a retention rule covers.
-pub(crate) enum Scope<'a> {
-    /// One team's records.
-    Team(&'a str),
-    /// Every record whose team is not in the list (records without a team included).
-    AllBut(&'a [String]),
-}
-
-/// Removes the payloads of the records in `scope` that occurred before `cutoff_ns`;
-/// returns how many were removed.
-pub(crate) async fn remove_payloads(
-    db: &Db,
-    scope: Scope<'_>,
-    cutoff_ns: i64,
-) -> Result<u64, AuditError> {
-    let mut sql = Sql::new(
-        db.conn().get_database_backend(),
-        "DELETE FROM audit_payload WHERE sequence IN \
-         (SELECT sequence FROM audit_chain WHERE occurred_at < ",
-    );
-    sql.bind(cutoff_ns);
-    match scope {
-        Scope::Team(team) => {
-            sql.push(" AND team_id = ").bind(team.to_owned());
-        }
-        Scope::AllBut(teams) if !teams.is_empty() => {
-            sql.push(" AND team_id NOT IN (");
-            for (i, team) in teams.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(team.clone());
-            }
-            sql.push(")");
-        }
-        Scope::AllBut(_) => {}
-    }
-    sql.push(")");
-    db.conn()
-        .execute_raw(sql.build())
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(db_err("removing expired payloads"))
-}
-
-/// What replaces erased personal data in payloads.
-pub(crate) const ERASED: &str = "[erased]";
-
-/// Replaces `stored` (a subject id as stored) in every payload's actor, resource and
-/// details with [`ERASED`] and marks those payloads erased; returns how many.
-pub(crate) async fn scrub_subject(db: &Db, stored: &str) -> Result<u64, AuditError> {
-    let pattern = format!(
-        "%{}%",
-        stored
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
-    let mut sql = Sql::new(
-        db.conn().get_database_backend(),
-        "UPDATE audit_payload SET actor_id = CASE WHEN actor_id = ",
-    );
-    sql.bind(stored.to_owned())
-        .push(" THEN ")
-        .bind(ERASED)
-        .push(" ELSE actor_id END, resource = replace(resource, ")
-        .bind(stored.to_owned())
-        .push(", ")
-        .bind(ERASED)
-        .push("), details = replace(details, ")
-        .bind(stored.to_owned())
-        .push(", ")
-        .bind(ERASED)
-        .push("), erased = ")
-        .bind(true)
-        .push(" WHERE actor_id = ")
-        .bind(stored.to_owned())
-        .push(" OR resource LIKE ")
-        .bind(pattern.clone())
-        .push(" ESCAPE '\\' OR details LIKE ")
-        .bind(pattern)
-        .push(" ESCAPE '\\'");
-    db.conn()
-        .execute_raw(sql.build())
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(db_err("erasing a subject's data"))
 }

@@ -14,11 +14,14 @@
 //!   predecessor was replaced by one with a different hash;
 //! - **truncated**: the chain ends before the last checkpoint's sequence;
 //! - **checkpoint mismatch**: the chain's hash at a checkpoint's sequence differs
-//!   from the signed one, or a checkpoint file's signature does not verify.
+//!   from the signed one, or a checkpoint file's signature does not verify;
+//! - **unrecorded erasure**: a payload is gone, or marked `erased`, but no recorded
+//!   retention run or erasure accounts for it ([`crate::coverage`]).
 //!
-//! Payloads removed by retention, or scrubbed by a subject erasure (marked
-//! `erased`), cannot be checked against their digest; they are counted in
-//! [`VerifyReport::erased_payloads`] and the chain around them still verifies.
+//! Payloads removed by a recorded retention run, or scrubbed by a recorded subject
+//! erasure (to exactly the digest that erasure listed), cannot be checked against
+//! their original digest; they are counted in [`VerifyReport::erased_payloads`]
+//! and the chain around them still verifies.
 //!
 //! Records appended after the last checkpoint and then removed leave no trace: that
 //! window is what `checkpoint.every_records` and `checkpoint.interval` bound.
@@ -26,7 +29,13 @@
 use godel_proto::audit::v1::Damage;
 
 use crate::canonical::{ChainEntry, GENESIS, Hash};
-use crate::checkpoint::Checkpointer;
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use godel_store::DatabaseConfig;
+
+use crate::checkpoint;
+use crate::coverage::{self, Coverage};
 use crate::error::AuditError;
 use crate::store;
 use godel_store::Db;
@@ -44,6 +53,9 @@ pub enum DamageKind {
     Replaced,
     Truncated,
     CheckpointMismatch,
+    /// A payload removed, or marked erased, that no recorded retention run or
+    /// erasure accounts for.
+    UnrecordedErasure,
 }
 
 impl DamageKind {
@@ -54,6 +66,21 @@ impl DamageKind {
             Self::Deleted => Damage::MissingRecord,
             Self::Reordered | Self::Inserted | Self::Replaced => Damage::BrokenLink,
             Self::Truncated | Self::CheckpointMismatch => Damage::CheckpointMismatch,
+            Self::UnrecordedErasure => Damage::UnrecordedErasure,
+        }
+    }
+
+    /// The name the API and the CLI show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Modified => "modified",
+            Self::Deleted => "deleted",
+            Self::Reordered => "reordered",
+            Self::Inserted => "inserted",
+            Self::Replaced => "replaced",
+            Self::Truncated => "truncated",
+            Self::CheckpointMismatch => "checkpoint_mismatch",
+            Self::UnrecordedErasure => "unrecorded_erasure",
         }
     }
 }
@@ -87,6 +114,39 @@ impl VerifyReport {
     }
 }
 
+/// Verifies an audit database without the service (for reviews): opens the
+/// database as configured (without migrating it) and checks the checkpoints in
+/// `checkpoint_dir` with the public key in `public_key_file` (the hex
+/// `<signing key>.pub` the service writes). Needs neither the signing key nor the
+/// pseudonym key.
+pub async fn verify_offline(
+    database: &DatabaseConfig,
+    checkpoint_dir: &Path,
+    public_key_file: &Path,
+    from: u64,
+    to: u64,
+) -> Result<VerifyReport, AuditError> {
+    let key = crate::keys::read_public_key(public_key_file).map_err(|source| AuditError::Key {
+        purpose: "checkpoint verifying",
+        source,
+    })?;
+    if !tokio::fs::try_exists(checkpoint_dir).await.unwrap_or(false) {
+        return Err(AuditError::CheckpointIo {
+            path: checkpoint_dir.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the checkpoint directory does not exist",
+            ),
+        });
+    }
+    let db = godel_store::connect(database)
+        .await
+        .map_err(AuditError::Connect)?;
+    let report = verify(&db, checkpoint_dir, &key, from, to).await;
+    db.close().await.map_err(AuditError::Connect)?;
+    report
+}
+
 fn damaged(sequence: u64, kind: DamageKind, detail: String) -> Damaged {
     Damaged {
         sequence,
@@ -95,14 +155,16 @@ fn damaged(sequence: u64, kind: DamageKind, detail: String) -> Damaged {
     }
 }
 
-/// Verifies sequences `from..=to` (0: from the start / to the end).
+/// Verifies sequences `from..=to` (0: from the start / to the end) against the
+/// checkpoints in `checkpoint_dir`, whose signatures are checked with `key`.
 pub(crate) async fn verify(
     db: &Db,
-    checkpointer: &Checkpointer,
+    checkpoint_dir: &Path,
+    key: &VerifyingKey,
     from: u64,
     to: u64,
 ) -> Result<VerifyReport, AuditError> {
-    let mut report = walk(db, checkpointer, from, to).await?;
+    let mut report = walk(db, checkpoint_dir, key, from, to).await?;
     // Only records before the first damaged one count as checked (an inserted record
     // is found one position after it).
     if let Some(d) = &report.damage {
@@ -115,11 +177,13 @@ pub(crate) async fn verify(
 
 async fn walk(
     db: &Db,
-    checkpointer: &Checkpointer,
+    checkpoint_dir: &Path,
+    key: &VerifyingKey,
     from: u64,
     to: u64,
 ) -> Result<VerifyReport, AuditError> {
-    let checkpoints = checkpointer.load(&checkpointer.verifying_key()).await?;
+    let checkpoints = checkpoint::load(checkpoint_dir, key).await?;
+    let mut coverage = Coverage::load(db, key).await?;
     let start = from.max(1);
     let to = (to != 0).then_some(to);
     let mut report = VerifyReport::default();
@@ -147,9 +211,23 @@ async fn walk(
     }
 
     let mut expected = start;
+    // The next page is read while this one is checked.
+    let mut next = Some(read_page(db, start - 1, to));
     'pages: loop {
-        let rows = store::chain_page(db, expected - 1, to, PAGE).await?;
+        let Some(reading) = next.take() else {
+            break 'pages;
+        };
+        let rows = reading.await.map_err(|e| AuditError::Db {
+            operation: "reading the chain",
+            source: godel_store::sea_orm::DbErr::Custom(e.to_string()),
+        })??;
         let full = rows.len() as u64 == PAGE;
+        if full
+            && let Some(last) = rows.last()
+            && let Ok(last) = last.try_get::<i64>("", "sequence")
+        {
+            next = Some(read_page(db, u64::try_from(last).unwrap_or(0), to));
+        }
         for row in &rows {
             let (entry, payload) = match store::decode(row) {
                 Ok(decoded) => decoded,
@@ -163,21 +241,43 @@ async fn walk(
                 report.damage = Some(d);
                 return Ok(report);
             }
+            let s = entry.sequence;
             match payload {
-                Some(_) if store::scrubbed(row) => report.erased_payloads += 1,
+                Some(p) if coverage::marked_erased(row) => {
+                    if !coverage.accounts_for_scrub(db, &entry, &p.digest()).await? {
+                        report.damage = Some(damaged(
+                            s,
+                            DamageKind::UnrecordedErasure,
+                            format!(
+                                "record {s} is marked erased but no recorded erasure left its payload as it is"
+                            ),
+                        ));
+                        return Ok(report);
+                    }
+                    report.erased_payloads += 1;
+                }
                 Some(p) if p.digest() != entry.payload_digest => {
                     report.damage = Some(damaged(
-                        entry.sequence,
+                        s,
                         DamageKind::Modified,
-                        format!(
-                            "the payload of record {} no longer matches its digest",
-                            entry.sequence
-                        ),
+                        format!("the payload of record {s} no longer matches its digest"),
                     ));
                     return Ok(report);
                 }
                 Some(_) => {}
-                None => report.erased_payloads += 1,
+                None => {
+                    if !coverage.accounts_for_removal(db, &entry).await? {
+                        report.damage = Some(damaged(
+                            s,
+                            DamageKind::UnrecordedErasure,
+                            format!(
+                                "the payload of record {s} is gone but no recorded retention run removed it"
+                            ),
+                        ));
+                        return Ok(report);
+                    }
+                    report.erased_payloads += 1;
+                }
             }
             match checkpoints.get(&entry.sequence) {
                 Some(Ok(head)) if *head == entry.hash => report.checkpoints_matched += 1,
@@ -208,9 +308,6 @@ async fn walk(
             expected = entry.sequence + 1;
             prev = Some(entry);
         }
-        if !full {
-            break 'pages;
-        }
     }
 
     let last = expected - 1;
@@ -225,6 +322,16 @@ async fn walk(
         ));
     }
     Ok(report)
+}
+
+/// Reads the page after `after` on its own task.
+fn read_page(
+    db: &Db,
+    after: u64,
+    to: Option<u64>,
+) -> tokio::task::JoinHandle<Result<Vec<godel_store::sea_orm::QueryResult>, AuditError>> {
+    let db = db.clone();
+    tokio::spawn(async move { store::chain_page(&db, after, to, PAGE).await })
 }
 
 /// Checks one entry's position, link and hash.

@@ -12,14 +12,15 @@ use chrono::DateTime;
 use godel_audit::canonical::{Payload, parse_hash, record_hash};
 use godel_audit::{
     Actor, ActorKind, AuditConfig, AuditLog, CheckpointConfig, DamageKind, Dependencies, Filter,
-    Migrator, NewRecord, Outcome, RecordBody, RedactionConfig, RetentionConfig, RetentionOutcome,
-    TeamRetention,
+    Migrator, NewRecord, Outcome, PolicySource, RecordBody, RedactionConfig, Requester,
+    RetentionConfig, RetentionOutcome, TeamRetention,
 };
 use godel_bus::{BusConfig, MemoryBus, OutgoingMessage, Subject};
 use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
 use godel_proto::audit::v1::{
-    AppendRequest, AuditFilter, AuditRecord, Damage, ExportRequest, Outcome as ProtoOutcome,
-    QueryRequest, VerifyRequest,
+    AppendRequest, ApplyRetentionRequest, AuditFilter, AuditRecord, Damage, EraseSubjectRequest,
+    ExportRequest, GetRetentionRequest, Outcome as ProtoOutcome, QueryRequest, RetentionSource,
+    SetTeamRetentionRequest, VerifyRequest,
 };
 use godel_proto::cloudevent;
 use godel_proto::common::v1::{Caller, PageRequest, SubjectKind};
@@ -50,9 +51,14 @@ impl Harness {
     }
 
     async fn with_checkpoints_every(kind: Kind, every_records: u64) -> Self {
+        Self::with_config(kind, |c| c.checkpoint.every_records = every_records).await
+    }
+
+    async fn with_config(kind: Kind, change: impl FnOnce(&mut AuditConfig)) -> Self {
         let test_db = TestDb::of(kind).await;
         let dir = tempfile::tempdir().unwrap();
-        let config = config(&test_db, dir.path().to_owned(), every_records);
+        let mut config = config(&test_db, dir.path().to_owned(), 0);
+        change(&mut config);
         let db = godel_store::connect(&config.database).await.unwrap();
         godel_store::migrate::<Migrator>(&db).await.unwrap();
         let log = Arc::new(AuditLog::open(db.clone(), &config).unwrap());
@@ -371,6 +377,13 @@ async fn an_inserted_record_is_detected(kind: Kind) {
         hex::encode(hash)
     ))
     .await;
+    // With its payload: a missing one would be reported on its own.
+    h.exec(
+        "INSERT INTO audit_payload (sequence, actor_kind, actor_id, actor_team_id, actor_roles, \
+         action, resource, outcome, trace_id, client_ip, details, redacted) \
+         VALUES (6, 0, '', '', '[]', 'team.delete', '', 0, '', '', '', FALSE)",
+    )
+    .await;
     h.expect_damage(6, DamageKind::Inserted, Damage::BrokenLink)
         .await;
     h.finish().await;
@@ -456,18 +469,132 @@ async fn a_consistently_rewritten_tail_disagrees_with_the_checkpoint(kind: Kind)
     h.finish().await;
 }
 
-async fn erased_payloads_keep_the_chain_verifiable(kind: Kind) {
+async fn payloads_removed_without_a_recorded_run_are_detected(kind: Kind) {
     let h = Harness::new(kind).await;
     h.fill(6, 6).await;
     h.exec("DELETE FROM audit_payload WHERE sequence IN (2, 5)")
         .await;
+    h.expect_damage(2, DamageKind::UnrecordedErasure, Damage::UnrecordedErasure)
+        .await;
+    // Checking only what follows finds the second one.
+    let part = h.log.verify(3, 6).await.unwrap();
+    let damage = part.damage.unwrap();
+    assert_eq!(
+        (damage.sequence, damage.kind),
+        (5, DamageKind::UnrecordedErasure)
+    );
+    h.finish().await;
+}
+
+async fn a_forged_erased_flag_is_detected(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let records = h.fill(10, 10).await;
+    // A real erasure first (records 1, 4, 7 and 10), so the log holds an erasure
+    // record to hide behind.
+    let subject = records[0].body.actor.subject_id.clone();
+    let erased = h
+        .log
+        .erase_subject(&subject, &operator("ticket 1"))
+        .await
+        .unwrap();
+    assert_eq!(erased.records_scrubbed, 4);
+    assert!(h.log.verify(0, 0).await.unwrap().ok());
+
+    // The flag alone, on an unchanged payload the erasure did not touch.
+    h.exec("UPDATE audit_payload SET erased = TRUE WHERE sequence = 5")
+        .await;
+    h.expect_damage(5, DamageKind::UnrecordedErasure, Damage::UnrecordedErasure)
+        .await;
+    // The flag hiding a modified payload.
+    h.exec("UPDATE audit_payload SET action = 'task.cancel', outcome = 2 WHERE sequence = 5")
+        .await;
+    h.expect_damage(5, DamageKind::UnrecordedErasure, Damage::UnrecordedErasure)
+        .await;
+    h.finish().await;
+}
+
+async fn a_scrubbed_payload_changed_afterwards_is_detected(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let records = h.fill(9, 9).await;
+    let subject = records[0].body.actor.subject_id.clone(); // records 1, 4 and 7
+    let outcome = h
+        .log
+        .erase_subject(&subject, &operator("ticket 2"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.records_scrubbed, 3);
     let report = h.log.verify(0, 0).await.unwrap();
     assert!(report.ok(), "{report:?}");
-    assert_eq!((report.records_checked, report.erased_payloads), (6, 2));
-    let part = h.log.verify(3, 5).await.unwrap();
-    assert!(part.ok(), "{part:?}");
-    assert_eq!(part.records_checked, 3);
+    assert_eq!((report.records_checked, report.erased_payloads), (10, 3));
+    h.exec("UPDATE audit_payload SET action = 'task.cancel' WHERE sequence = 4")
+        .await;
+    h.expect_damage(4, DamageKind::UnrecordedErasure, Damage::UnrecordedErasure)
+        .await;
     h.finish().await;
+}
+
+async fn a_forged_retention_record_accounts_for_nothing(kind: Kind) {
+    let h = Harness::new(kind).await;
+    h.fill(6, 6).await;
+    h.exec("DELETE FROM audit_payload WHERE sequence = 3").await;
+    // A well-chained `audit.retention` record appended at the tail in the database,
+    // claiming everything without a team expired: it has no valid signature.
+    let head = parse_hash(
+        &h.texts("SELECT hash AS t FROM audit_chain WHERE sequence = 6")
+            .await[0],
+    )
+    .unwrap();
+    let details = format!(
+        r#"{{"reason":"","payloads_removed":1,"rules":[{{"team":"default","before_ns":{},"removed":1}}],"signature":"{}"}}"#,
+        i64::MAX,
+        "00".repeat(64)
+    );
+    let payload = Payload {
+        actor_kind: 3,
+        actor_id: "audit".into(),
+        action: "audit.retention".into(),
+        outcome: 1,
+        details: details.clone(),
+        ..Payload::default()
+    };
+    let digest = payload.digest();
+    let id = AuditRecordId::new().to_string();
+    let ns = (T0 + 100) * 1_000_000_000;
+    let hash = record_hash(&head, 7, &id, ns, "", &digest);
+    h.exec(&format!(
+        "INSERT INTO audit_chain (sequence, record_id, occurred_at, team_id, payload_digest, prev_hash, hash) \
+         VALUES (7, '{id}', {ns}, '', '{}', '{}', '{}')",
+        hex::encode(digest),
+        hex::encode(head),
+        hex::encode(hash)
+    ))
+    .await;
+    h.exec(&format!(
+        "INSERT INTO audit_payload (sequence, actor_kind, actor_id, actor_team_id, actor_roles, \
+         action, resource, outcome, trace_id, client_ip, details, redacted) \
+         VALUES (7, 3, 'audit', '', '[]', 'audit.retention', '', 1, '', '', '{details}', FALSE)"
+    ))
+    .await;
+    // The forged record itself is well-formed: only its signature gives it away.
+    let tail = h.log.verify(4, 7).await.unwrap();
+    assert!(tail.ok(), "{tail:?}");
+    assert_eq!(tail.records_checked, 4);
+    h.expect_damage(3, DamageKind::UnrecordedErasure, Damage::UnrecordedErasure)
+        .await;
+    h.finish().await;
+}
+
+/// A person asking for a retention run or an erasure.
+fn operator(reason: &str) -> Requester {
+    Requester {
+        actor: Actor {
+            kind: ActorKind::User,
+            subject_id: format!("usr_{:032x}", 0x0_9e7a),
+            team_id: None,
+            roles: vec!["org_admin".to_owned()],
+        },
+        reason: reason.to_owned(),
+    }
 }
 
 const EMAIL: &str = "ada.lovelace@example.com";
@@ -611,13 +738,18 @@ both!(
     an_inserted_record_is_detected,
     truncation_before_the_last_checkpoint_is_detected,
     a_consistently_rewritten_tail_disagrees_with_the_checkpoint,
-    erased_payloads_keep_the_chain_verifiable,
+    payloads_removed_without_a_recorded_run_are_detected,
+    a_forged_erased_flag_is_detected,
+    a_scrubbed_payload_changed_afterwards_is_detected,
+    a_forged_retention_record_accounts_for_nothing,
     planted_secrets_never_reach_the_tables,
     a_forged_checkpoint_file_is_detected,
     verify_walks_many_pages,
     grpc_round_trip,
     retention_removes_exactly_the_expired_payloads,
     erasure_scrubs_the_subject_and_keeps_verify_green,
+    retention_overrides_apply_after_restart_and_with_config,
+    retention_and_erasure_over_grpc,
 );
 
 #[tokio::test]
@@ -1168,8 +1300,17 @@ async fn find(log: &AuditLog, id: AuditRecordId) -> godel_audit::Record {
 }
 
 async fn retention_removes_exactly_the_expired_payloads(kind: Kind) {
-    let h = Harness::new(kind).await;
     let (team_a, team_b) = (TeamId::new(), TeamId::new());
+    // Team A keeps 10 days, everything else 20.
+    let retention = RetentionConfig {
+        period: days(20),
+        teams: vec![TeamRetention {
+            team_id: team_a,
+            period: days(10),
+        }],
+        interval: Duration::ZERO,
+    };
+    let h = Harness::with_config(kind, |c| c.retention = retention).await;
     let mut records = Vec::new();
     for (i, (team, secs)) in [
         (Some(team_a), T0),
@@ -1187,17 +1328,10 @@ async fn retention_removes_exactly_the_expired_payloads(kind: Kind) {
         records.push(r);
     }
     h.log.append(records.clone()).await.unwrap();
-    // Team A keeps 10 days, everything else 20; it is day 25.
-    let retention = RetentionConfig {
-        period: days(20),
-        teams: vec![TeamRetention {
-            team_id: team_a,
-            period: days(10),
-        }],
-        interval: Duration::ZERO,
-    };
+    // It is day 25.
     let now = at(T0 + 25 * DAY);
-    let outcome = h.log.apply_retention(&retention, now).await.unwrap();
+    let timer = Requester::service("scheduled retention");
+    let outcome = h.log.apply_retention(now, &timer).await.unwrap();
     assert_eq!(outcome.payloads_removed, 3);
 
     for (i, r) in records.iter().enumerate() {
@@ -1211,6 +1345,7 @@ async fn retention_removes_exactly_the_expired_payloads(kind: Kind) {
     assert_eq!(body.actor.kind, ActorKind::Service);
     let details: serde_json::Value = serde_json::from_str(&body.details_json).unwrap();
     assert_eq!(details["payloads_removed"], 3);
+    assert_eq!(details["rules"].as_array().unwrap().len(), 2, "{details}");
 
     let report = h.log.verify(0, 0).await.unwrap();
     assert!(report.ok(), "{report:?}");
@@ -1218,9 +1353,17 @@ async fn retention_removes_exactly_the_expired_payloads(kind: Kind) {
     assert_eq!(h.int("SELECT count(*) AS n FROM audit_chain").await, 7);
 
     // Nothing more has expired: no removal and no record of one.
-    let again = h.log.apply_retention(&retention, now).await.unwrap();
+    let again = h.log.apply_retention(now, &timer).await.unwrap();
     assert_eq!(again, RetentionOutcome::default());
     assert_eq!(all_records(&h.log).await.len(), 7);
+    // Years later the retention record itself is kept: verification relies on it.
+    let later = at(T0 + 5000 * DAY);
+    let last = h.log.apply_retention(later, &timer).await.unwrap();
+    assert_eq!(last.payloads_removed, 3);
+    assert!(find(&h.log, outcome.record.unwrap()).await.body.is_some());
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records_checked, report.erased_payloads), (8, 6));
     h.finish().await;
 }
 
@@ -1242,7 +1385,11 @@ async fn erasure_scrubs_the_subject_and_keeps_verify_green(kind: Kind) {
         .unwrap();
     let before_unrelated = find(&h.log, unrelated.id).await;
 
-    let outcome = h.log.erase_subject(&subject).await.unwrap();
+    let outcome = h
+        .log
+        .erase_subject(&subject, &operator("GDPR request 42"))
+        .await
+        .unwrap();
     assert_eq!(outcome.records_scrubbed, 2);
 
     let stored = find(&h.log, acted.id).await.body.unwrap();
@@ -1267,9 +1414,13 @@ async fn erasure_scrubs_the_subject_and_keeps_verify_green(kind: Kind) {
 
     let own = find(&h.log, outcome.record).await.body.unwrap();
     assert_eq!(own.action, "audit.erasure");
+    assert_eq!(own.actor, operator("").actor);
     assert!(!own.details_json.contains(&stored_form), "{own:?}");
     let details: serde_json::Value = serde_json::from_str(&own.details_json).unwrap();
     assert_eq!(details["records_scrubbed"], 2);
+    assert_eq!(details["reason"], "GDPR request 42");
+    assert_eq!(details["scrubbed"][0][0], 1);
+    assert_eq!(details["scrubbed"][1][0], 2);
 
     let report = h.log.verify(0, 0).await.unwrap();
     assert!(report.ok(), "{report:?}");
@@ -1280,4 +1431,290 @@ async fn erasure_scrubs_the_subject_and_keeps_verify_green(kind: Kind) {
     h.expect_damage(3, DamageKind::Modified, Damage::HashMismatch)
         .await;
     h.finish().await;
+}
+
+async fn retention_overrides_apply_after_restart_and_with_config(kind: Kind) {
+    let (team_a, team_b) = (TeamId::new(), TeamId::new());
+    let h = Harness::with_config(kind, |c| {
+        c.retention.period = Duration::ZERO;
+        c.retention.teams = vec![TeamRetention {
+            team_id: team_b,
+            period: days(10),
+        }];
+    })
+    .await;
+    let policy = h.log.retention().await.unwrap();
+    assert_eq!(policy.teams.len(), 1);
+    assert_eq!(policy.teams[0].source, PolicySource::Config);
+
+    let (policy, id) = h
+        .log
+        .set_team_retention(team_a, Some(days(5)), &operator("shorter for A"))
+        .await
+        .unwrap();
+    assert_eq!(policy.teams.len(), 2);
+    let a = policy.teams.iter().find(|t| t.team_id == team_a).unwrap();
+    assert_eq!((a.period, a.source), (days(5), PolicySource::Api));
+    let own = find(&h.log, id).await;
+    assert_eq!(own.team_id, Some(team_a));
+    assert_eq!(own.body.unwrap().action, "audit.retention_policy.set");
+    // An override replaces the configured period of the same team.
+    let (policy, _) = h
+        .log
+        .set_team_retention(team_b, Some(Duration::ZERO), &operator("keep B"))
+        .await
+        .unwrap();
+    let b = policy.teams.iter().find(|t| t.team_id == team_b).unwrap();
+    assert_eq!((b.period, b.source), (Duration::ZERO, PolicySource::Api));
+
+    // Another process on the same database (a restart) sees the overrides.
+    let other = AuditLog::open(h.db.clone(), &h.config).unwrap();
+    assert_eq!(other.retention().await.unwrap(), policy);
+
+    let mut old_a = record(0, Some(team_a));
+    old_a.occurred_at = at(T0);
+    let mut old_b = record(1, Some(team_b));
+    old_b.occurred_at = at(T0);
+    h.log
+        .append(vec![old_a.clone(), old_b.clone()])
+        .await
+        .unwrap();
+    let outcome = other
+        .apply_retention(at(T0 + 30 * DAY), &operator("monthly"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.payloads_removed, 1);
+    assert!(find(&h.log, old_a.id).await.body.is_none());
+    assert!(find(&h.log, old_b.id).await.body.is_some());
+
+    // Removing the override brings the configured period back.
+    let (policy, _) = h
+        .log
+        .set_team_retention(team_b, None, &operator("back to config"))
+        .await
+        .unwrap();
+    let b = policy.teams.iter().find(|t| t.team_id == team_b).unwrap();
+    assert_eq!((b.period, b.source), (days(10), PolicySource::Config));
+    let outcome = h
+        .log
+        .apply_retention(at(T0 + 30 * DAY), &operator("again"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.payloads_removed, 1);
+    assert!(find(&h.log, old_b.id).await.body.is_none());
+    let report = h.log.verify(0, 0).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.erased_payloads, 2);
+    h.finish().await;
+}
+
+/// The `requested_by` of the gRPC requests.
+fn operator_caller() -> Caller {
+    Caller {
+        subject_kind: SubjectKind::User as i32,
+        subject_id: operator("").actor.subject_id,
+        team_id: String::new(),
+        roles: vec!["org_admin".to_owned()],
+    }
+}
+
+async fn retention_and_erasure_over_grpc(kind: Kind) {
+    let test_db = TestDb::of(kind).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&test_db, dir.path().to_owned(), 0);
+    // Nothing expires by configuration; the timer runs often.
+    config.retention = RetentionConfig {
+        period: Duration::ZERO,
+        teams: Vec::new(),
+        interval: Duration::from_millis(50),
+    };
+    let deps = Dependencies::connect(&config.bus).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let running = godel_audit::start(config, deps, shutdown.clone())
+        .await
+        .unwrap();
+    let mut client = AuditServiceClient::connect(format!("http://{}", running.grpc_addr()))
+        .await
+        .unwrap();
+
+    let (team_a, team_b) = (TeamId::new(), TeamId::new());
+    let records: Vec<_> = (0..6)
+        .map(|i| proto(&record(i, Some(if i < 3 { team_a } else { team_b }))))
+        .collect();
+    client
+        .append(AppendRequest {
+            records: records.clone(),
+        })
+        .await
+        .unwrap();
+    let reader = client.clone();
+    let query = |filter: AuditFilter| {
+        let mut client = reader.clone();
+        async move {
+            client
+                .query(QueryRequest {
+                    filter: Some(filter),
+                    page: Some(PageRequest {
+                        page_size: 100,
+                        page_token: String::new(),
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .records
+        }
+    };
+
+    // Only the service writes `audit.` records.
+    let mut forged = proto(&record(9, None));
+    forged.action = "audit.erasure".into();
+    let err = client
+        .append(AppendRequest {
+            records: vec![forged],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // Erasure: records 0 and 3 have the same actor.
+    let subject = records[0].actor.as_ref().unwrap().subject_id.clone();
+    let err = client
+        .erase_subject(EraseSubjectRequest {
+            subject_id: subject.clone(),
+            reason: "no requester".into(),
+            requested_by: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let erased = client
+        .erase_subject(EraseSubjectRequest {
+            subject_id: subject.clone(),
+            reason: "GDPR request 7".into(),
+            requested_by: Some(operator_caller()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.records_scrubbed, 2);
+    let by_subject = query(AuditFilter {
+        actor_id: subject.clone(),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert!(by_subject.is_empty(), "{by_subject:?}");
+    let erasures = query(AuditFilter {
+        action: "audit.erasure".into(),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(erasures.len(), 1);
+    assert_eq!(erasures[0].id, erased.record_id);
+    assert_eq!(erasures[0].actor, Some(operator_caller()));
+    let verify = client
+        .verify(VerifyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{verify:?}");
+    assert_eq!((verify.records_checked, verify.erased_payloads), (7, 2));
+
+    // Retention: nothing configured; team A gets 1 day (its records are from 2023),
+    // and the timer removes them.
+    let policy = client
+        .get_retention(GetRetentionRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(policy.teams.is_empty(), "{policy:?}");
+    assert_eq!(policy.interval.unwrap().nanos, 50_000_000);
+    let set = client
+        .set_team_retention(SetTeamRetentionRequest {
+            team_id: team_a.to_string(),
+            period: Some(Duration::from_secs(86_400).into()),
+            reason: "team A keeps a day".into(),
+            requested_by: Some(operator_caller()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let teams = set.retention.unwrap().teams;
+    assert_eq!(teams.len(), 1);
+    assert_eq!(teams[0].team_id, team_a.to_string());
+    assert_eq!(teams[0].source, RetentionSource::Api as i32);
+    eventually(
+        "the timer removes team A's payloads",
+        Duration::from_secs(20),
+        || {
+            let query = &query;
+            async move {
+                let runs = query(AuditFilter {
+                    action: "audit.retention".into(),
+                    ..AuditFilter::default()
+                })
+                .await;
+                (!runs.is_empty()).then_some(runs)
+            }
+        },
+    )
+    .await;
+    let team_a_records = query(AuditFilter {
+        team_id: team_a.to_string(),
+        ..AuditFilter::default()
+    })
+    .await;
+    // The three records (bodies gone) and the policy change.
+    assert_eq!(team_a_records.len(), 4, "{team_a_records:?}");
+    let bodies: Vec<_> = team_a_records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(bodies, ["audit.retention_policy.set", "", "", ""]);
+    let run = query(AuditFilter {
+        action: "audit.retention".into(),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(
+        run.len(),
+        1,
+        "the timer records only runs that removed something"
+    );
+    assert_eq!(run[0].actor.as_ref().unwrap().subject_id, "audit");
+
+    // A run someone asks for is recorded even when nothing expired.
+    let applied = client
+        .apply_retention(ApplyRetentionRequest {
+            reason: "quarterly review".into(),
+            requested_by: Some(operator_caller()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.payloads_removed, 0);
+    assert!(!applied.record_id.is_empty());
+
+    let verify = client
+        .verify(VerifyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{verify:?}");
+    // Records 1-3 removed (record 1 was also scrubbed), record 4 scrubbed.
+    assert_eq!(verify.erased_payloads, 4, "{verify:?}");
+    assert_eq!(verify.records_checked, 10, "{verify:?}");
+
+    // Clearing the override.
+    let cleared = client
+        .set_team_retention(SetTeamRetentionRequest {
+            team_id: team_a.to_string(),
+            period: None,
+            reason: String::new(),
+            requested_by: Some(operator_caller()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cleared.retention.unwrap().teams.is_empty());
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    test_db.cleanup().await;
 }

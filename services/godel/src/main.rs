@@ -1,5 +1,7 @@
-//! `godel`: the command-line interface, and `godel up` — every service in one process.
+//! `godel`: the command-line interface, `godel up` — every service in one process —
+//! and `godel audit verify`.
 
+mod audit;
 mod cli;
 mod up;
 
@@ -11,6 +13,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Up(args) => up::run(args),
+        cli::Command::Audit(cli::AuditCommand::Verify(args)) => audit::verify(args),
     };
     match result {
         Ok(code) => code,
