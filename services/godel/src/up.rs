@@ -14,6 +14,7 @@ use godel_config::Secret;
 use godel_runtime::{RunningService, ServerConfig};
 use godel_store::DatabaseConfig;
 use godel_telemetry::{LogFormat, TelemetryConfig};
+use godel_types::OrchestratorId;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -128,6 +129,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = godel_bus::connect(&BusConfig::default()).await?;
     let cache = godel_cache::connect(&CacheConfig::default()).await?;
+    // The orchestrator stops first, while the scheduler still answers, so the tasks
+    // of sessions it stops are handed back at once instead of when their leases
+    // expire; then the rest stop.
+    let orchestrator_shutdown = CancellationToken::new();
+    let rest_shutdown = CancellationToken::new();
 
     let started = async {
         let auth_config = godel_auth::AuthConfig {
@@ -139,7 +145,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         let auth = godel_auth::start(
             auth_config,
             godel_auth::Dependencies { bus: bus.clone() },
-            shutdown.clone(),
+            rest_shutdown.clone(),
         )
         .await?;
         let scheduler = godel_scheduler::start(
@@ -149,17 +155,28 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
                 ..Default::default()
             },
             godel_scheduler::Dependencies { bus: bus.clone() },
-            shutdown.clone(),
+            rest_shutdown.clone(),
         )
         .await?;
+        let mut orchestrator_config = godel_orchestrator::OrchestratorConfig {
+            server: config.server(3),
+            database: config.database(data_dir, "orchestrator"),
+            ..Default::default()
+        }
+        .with_data_dir(data_dir);
+        // One user on their own machine: sessions may work in repositories by path.
+        orchestrator_config.sessions.allow_local_repositories = true;
+        orchestrator_config.intake = godel_orchestrator::IntakeConfig {
+            enabled: true,
+            scheduler_endpoint: format!("http://{}", scheduler.grpc_addr()),
+            orchestrator_id: Some(orchestrator_id(data_dir)?),
+            drain_timeout: config.shutdown_grace / 2,
+            ..Default::default()
+        };
         let orchestrator = godel_orchestrator::start(
-            godel_orchestrator::OrchestratorConfig {
-                server: config.server(3),
-                database: config.database(data_dir, "orchestrator"),
-                ..Default::default()
-            },
+            orchestrator_config,
             godel_orchestrator::Dependencies { bus: bus.clone() },
-            shutdown.clone(),
+            orchestrator_shutdown.clone(),
         )
         .await?;
         let audit = godel_audit::start(
@@ -170,7 +187,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
             }
             .with_data_dir(data_dir),
             godel_audit::Dependencies { bus: bus.clone() },
-            shutdown.clone(),
+            rest_shutdown.clone(),
         )
         .await?;
         let grpc = |s: &RunningService| format!("http://{}", s.grpc_addr());
@@ -189,7 +206,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
             godel_gateway::Dependencies {
                 cache: cache.clone(),
             },
-            shutdown.clone(),
+            rest_shutdown.clone(),
         )
         .await?;
         anyhow::Ok((
@@ -208,16 +225,34 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         Ok(started) => started,
         Err(err) => {
             // Stop whatever did start before reporting.
-            shutdown.cancel();
+            orchestrator_shutdown.cancel();
+            rest_shutdown.cancel();
             return Err(err.context("godel up could not start"));
         }
     };
 
     print_banner(data_dir, &services, admin.as_ref());
 
+    let orchestrator_stopped = CancellationToken::new();
     let mut running = JoinSet::new();
     for (name, service) in services {
-        running.spawn(async move { (name, service.wait().await) });
+        let stopped = (name == "orchestrator").then(|| orchestrator_stopped.clone());
+        running.spawn(async move {
+            let result = service.wait().await;
+            if let Some(stopped) = stopped {
+                stopped.cancel();
+            }
+            (name, result)
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            orchestrator_shutdown.cancel();
+            orchestrator_stopped.cancelled().await;
+            rest_shutdown.cancel();
+        });
     }
     let mut failed = Vec::new();
     while let Some(joined) = running.join_next().await {
@@ -287,4 +322,27 @@ fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// The orchestrator's stable id: read from `<data_dir>/orchestrator/id`, created there
+/// on first start, so a restart resumes its dispatch subject and its sessions.
+fn orchestrator_id(data_dir: &Path) -> anyhow::Result<OrchestratorId> {
+    let path = data_dir.join("orchestrator").join("id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{} does not hold an orchestrator id", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let id = OrchestratorId::new();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
 }

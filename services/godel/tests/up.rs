@@ -217,3 +217,99 @@ async fn a_bad_setting_is_a_clear_error() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("base_port"), "{stderr}");
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Test User")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test User")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The whole loop in one process: a task submitted to the scheduler is dispatched to
+/// the orchestrator, the simulated agent edits a worktree of a local repository, and
+/// the task ends succeeded with the commit on the task's branch.
+#[tokio::test]
+async fn a_submitted_task_runs_to_success() {
+    use godel_proto::scheduler::v1 as pb;
+    use godel_proto::scheduler::v1::scheduler_service_client::SchedulerServiceClient;
+
+    let data = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.path().join("README.md"), "hello\n").unwrap();
+    git(repo.path(), &["add", "README.md"]);
+    git(repo.path(), &["commit", "--quiet", "-m", "initial"]);
+
+    let up = start(data.path()).await;
+    let scheduler = up
+        .services
+        .iter()
+        .find(|s| s.name == "scheduler")
+        .expect("the banner lists the scheduler")
+        .grpc
+        .clone();
+    let mut client = SchedulerServiceClient::connect(scheduler).await.unwrap();
+    let team = godel_types::TeamId::new().to_string();
+    let payload = serde_json::json!({
+        "repository": repo.path().display().to_string(),
+        "adapter": "sim",
+        "prompt": "change something",
+        "sim": {"edits": 2, "tokens_in": 100, "tokens_out": 50, "duration_ms": 50},
+    });
+    let task = client
+        .submit_task(pb::SubmitTaskRequest {
+            team_id: team.clone(),
+            task: Some(pb::TaskSpec {
+                task_type: "implement".into(),
+                payload_json: payload.to_string(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let done = eventually("the task succeeds", Duration::from_secs(60), || {
+        let mut client = client.clone();
+        let request = pb::GetTaskRequest {
+            team_id: team.clone(),
+            task_id: task.id.clone(),
+        };
+        async move {
+            let task = client.get_task(request).await.ok()?.into_inner().task?;
+            assert!(
+                !matches!(
+                    task.state(),
+                    pb::TaskState::DeadLettered | pb::TaskState::Cancelled
+                ),
+                "the task ended {:?}: {}",
+                task.state(),
+                task.last_error
+            );
+            (task.state() == pb::TaskState::Succeeded).then_some(task)
+        }
+    })
+    .await;
+    let result: serde_json::Value = serde_json::from_str(&done.result_json).unwrap();
+    let commit = result["commit"]
+        .as_str()
+        .expect("the result names the commit");
+    let branch = format!("godel/{}", task.id);
+    assert_eq!(git(repo.path(), &["rev-parse", &branch]), commit);
+    let status = stop(up).await;
+    assert!(status.success(), "godel up exited with {status}");
+}
