@@ -177,6 +177,7 @@ impl OutboxRelay {
     /// Publishes and deletes one batch from the head of the outbox. On a publish
     /// failure the rows published before it are still deleted, and the error returned.
     pub async fn relay_batch(&self) -> Result<BatchOutcome, StoreError> {
+        let started = std::time::Instant::now();
         let conn = self.db.conn();
         let outcome = match self.db.backend() {
             Backend::Sqlite => self.publish_head(conn).await,
@@ -207,6 +208,15 @@ impl OutboxRelay {
         };
         metrics::gauge!("godel_outbox_pending", "service" => self.config.service.clone())
             .set(pending as f64);
+        if let BatchOutcome::Published { published, more } = outcome {
+            tracing::debug!(
+                published,
+                more,
+                pending,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "relayed a batch"
+            );
+        }
         Ok(outcome)
     }
 
