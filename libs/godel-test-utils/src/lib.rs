@@ -5,6 +5,7 @@
 //! that needs a service fails — it never skips — when the service is unreachable; run
 //! `scripts/services.sh` to start them.
 
+pub mod git;
 pub mod nats;
 pub mod otlp;
 pub mod postgres;

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use godel_test_utils::eventually;
+use godel_test_utils::git::{git, init_repo};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -218,26 +219,6 @@ async fn a_bad_setting_is_a_clear_error() {
     assert!(stderr.contains("base_port"), "{stderr}");
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Test User")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test User")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// The whole loop in one process: a task submitted to the scheduler is dispatched to
 /// the orchestrator, the simulated agent edits a worktree of a local repository, and
 /// the task ends succeeded with the commit on the task's branch.
@@ -248,10 +229,7 @@ async fn a_submitted_task_runs_to_success() {
 
     let data = tempfile::tempdir().unwrap();
     let repo = tempfile::tempdir().unwrap();
-    git(repo.path(), &["init", "--quiet", "--initial-branch=main"]);
-    std::fs::write(repo.path().join("README.md"), "hello\n").unwrap();
-    git(repo.path(), &["add", "README.md"]);
-    git(repo.path(), &["commit", "--quiet", "-m", "initial"]);
+    init_repo(repo.path());
 
     let up = start(data.path()).await;
     let scheduler = up

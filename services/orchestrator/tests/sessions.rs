@@ -23,6 +23,7 @@ use godel_proto::orchestrator::v1::session_event::Body;
 use godel_store::sea_orm::{ConnectionTrait, Statement};
 use godel_store::{DatabaseConfig, OutboxRelay, RelayConfig};
 use godel_test_utils::eventually;
+use godel_test_utils::git::{git, init_repo};
 use godel_test_utils::postgres::{DbKind, TestDb};
 use godel_types::{OrchestratorId, TaskId, TeamId};
 use tokio_util::sync::CancellationToken;
@@ -32,38 +33,6 @@ const SIM_AGENT: &str = env!("CARGO_BIN_EXE_godel-sim-agent");
 const WAIT: Duration = Duration::from_secs(60);
 
 type Client = OrchestratorServiceClient<Channel>;
-
-/// Runs git with no system or global configuration and a fixed author.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Test User")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test User")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A repository on branch `main` with one commit.
-fn init_repo(dir: &Path) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    git(dir, &["init", "--quiet", "--initial-branch=main"]);
-    std::fs::write(dir.join("README.md"), "hello\n").unwrap();
-    git(dir, &["add", "README.md"]);
-    git(dir, &["commit", "--quiet", "-m", "initial"]);
-    git(dir, &["rev-parse", "HEAD"])
-}
 
 fn database(test_db: &TestDb) -> DatabaseConfig {
     DatabaseConfig {
