@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 

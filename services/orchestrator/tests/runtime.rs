@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use godel_orchestrator::runtime::confine::{ConfinementLevel, landlock_support};
