@@ -43,12 +43,7 @@ impl Principal {
         }
     }
 
-    /// The prefixed id (`usr_…` or `key_…`).
-    pub fn id_string(&self) -> String {
-        self.to_string()
-    }
-
-    /// Reads back a prefixed id written by [`id_string`](Self::id_string).
+    /// Reads back a prefixed id (`usr_…` or `key_…`) written by its `Display`.
     pub fn parse(text: &str) -> Option<Self> {
         if let Ok(user) = text.parse::<UserId>() {
             return Some(Principal::User(user));
@@ -225,7 +220,7 @@ mod tests {
     fn principals_print_and_parse_as_prefixed_ids() {
         let user = Principal::User(UserId::new());
         let key = Principal::ApiKey(ApiKeyId::new());
-        assert_eq!(Principal::parse(&user.id_string()), Some(user));
+        assert_eq!(Principal::parse(&user.to_string()), Some(user));
         assert_eq!(Principal::parse(&key.to_string()), Some(key));
         assert_eq!(Principal::parse(&TeamId::new().to_string()), None);
         assert_eq!(

@@ -119,7 +119,7 @@ async fn a_valid_token_yields_the_caller_it_names() {
     let team = TeamId::new();
     let c = claims(team);
     let caller = v.verify(&key.sign(&c)).await.unwrap();
-    assert_eq!(caller.principal.id_string(), c.sub);
+    assert_eq!(caller.principal.to_string(), c.sub);
     assert_eq!(caller.team, Some(team));
     assert_eq!(caller.permissions.names(), ["tasks:create", "tasks:read"]);
     assert_eq!(caller.session.as_deref(), Some("s1"));

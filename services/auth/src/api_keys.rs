@@ -189,7 +189,7 @@ impl Auth {
             org_admin: ActiveValue::Set(new.org_admin),
             secret_hash: ActiveValue::Set(sha256_hex(secret_part)),
             prefix: ActiveValue::Set(format!("{API_KEY_PREFIX}{}", &secret_part[..6])),
-            created_by: ActiveValue::Set(creator.id_string()),
+            created_by: ActiveValue::Set(creator.to_string()),
             created_at: ActiveValue::Set(now()),
             expires_at: ActiveValue::Set(new.expires_at.map(micros)),
             last_used_at: ActiveValue::Set(None),

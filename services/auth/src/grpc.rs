@@ -246,7 +246,7 @@ fn caller_to_pb(principal: Principal, team: Option<TeamId>, roles: Vec<String>) 
     };
     common::Caller {
         subject_kind: kind.into(),
-        subject_id: principal.id_string(),
+        subject_id: principal.to_string(),
         team_id: team.map(|t| t.to_string()).unwrap_or_default(),
         roles,
     }
@@ -379,7 +379,7 @@ fn key_to_pb(k: ApiKey) -> pb::ApiKey {
             .collect(),
         org_admin: k.org_admin,
         prefix: k.prefix,
-        created_by: k.created_by.id_string(),
+        created_by: k.created_by.to_string(),
         created_at: Some(to_timestamp(k.created_at)),
         expires_at: to_optional_timestamp(k.expires_at),
         last_used_at: to_optional_timestamp(k.last_used_at),

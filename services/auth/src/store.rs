@@ -26,7 +26,7 @@ pub(crate) fn caller_pb(principal: Principal, team: TeamId) -> Caller {
     };
     Caller {
         subject_kind: kind.into(),
-        subject_id: principal.id_string(),
+        subject_id: principal.to_string(),
         team_id: team.to_string(),
         roles: Vec::new(),
     }

@@ -273,7 +273,7 @@ impl Auth {
         let claims = AccessClaims {
             iss: self.tokens.issuer.clone(),
             aud: self.tokens.audience.clone(),
-            sub: principal.id_string(),
+            sub: principal.to_string(),
             kind: principal.kind(),
             team: team.map(|t| t.to_string()),
             perms: Vec::new(),

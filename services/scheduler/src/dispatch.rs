@@ -142,12 +142,11 @@ impl Dispatcher {
         let lease_duration = self.queue.config().default_lease_duration;
         let mut dispatched = 0;
         loop {
-            let Some(target) = targets.iter_mut().filter(|o| o.free() > 0).min_by(|a, b| {
-                a.load
-                    .cmp(&b.load)
-                    .then(b.free().cmp(&a.free()))
-                    .then(a.id.cmp(&b.id))
-            }) else {
+            let Some(target) = targets
+                .iter_mut()
+                .filter(|o| o.free() > 0)
+                .min_by(|a, b| a.placement_order(b))
+            else {
                 return Ok(dispatched);
             };
             let want = usize::try_from(target.free())

@@ -61,6 +61,14 @@ impl Orchestrator {
     pub fn free(&self) -> u64 {
         u64::from(self.capacity).saturating_sub(self.load)
     }
+
+    /// Placement preference: less load first, then more free capacity, then id.
+    pub fn placement_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.load
+            .cmp(&other.load)
+            .then(other.free().cmp(&self.free()))
+            .then(self.id.cmp(&other.id))
+    }
 }
 
 /// The registry over the scheduler's database. Cheap to clone.
@@ -197,12 +205,7 @@ impl Registry {
             .await?
             .into_iter()
             .filter(|o| o.healthy && !o.draining && o.free() >= n)
-            .min_by(|a, b| {
-                a.load
-                    .cmp(&b.load)
-                    .then(b.free().cmp(&a.free()))
-                    .then(a.id.cmp(&b.id))
-            }))
+            .min_by(Orchestrator::placement_order))
     }
 
     fn read_row(&self, row: &QueryResult, now: i64) -> Result<Orchestrator, Error> {

@@ -351,7 +351,7 @@ pub(crate) async fn grpc_api_key_to_verified_caller(kind: Kind) {
             pb::AuthorizeRequest {
                 caller: Some(common::Caller {
                     subject_kind: common::SubjectKind::ApiKey as i32,
-                    subject_id: caller.principal.id_string(),
+                    subject_id: caller.principal.to_string(),
                     team_id: a.to_string(),
                     roles: Vec::new(),
                 }),
