@@ -59,9 +59,17 @@ impl<const N: usize> EnvSource for [(&str, &str); N] {
     }
 }
 
+/// Variables with the prefix that are not configuration: the `godel` CLI's own
+/// flags (`--token`, `--database-url` of `godel audit verify`). Skipped, so having
+/// them set does not break `godel up` or a service's strict loading.
+pub const NOT_CONFIGURATION: &[&str] = &["GODEL_TOKEN", "GODEL_AUDIT_DATABASE_URL"];
+
 /// Turns an environment variable name into a dotted key path, or `None` when it does
-/// not carry configuration (wrong prefix, empty segment).
+/// not carry configuration (wrong prefix, empty segment, [`NOT_CONFIGURATION`]).
 pub(crate) fn env_key(name: &str) -> Option<String> {
+    if NOT_CONFIGURATION.contains(&name) {
+        return None;
+    }
     let rest = name.strip_prefix(ENV_PREFIX)?;
     let segments: Vec<String> = rest
         .split(ENV_SEPARATOR)

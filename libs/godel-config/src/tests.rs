@@ -298,3 +298,30 @@ fn flags_parse_through_clap() {
         ("c".to_owned(), "x=y".to_owned())
     );
 }
+
+/// A strict configuration, as every service's is.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Strict {
+    name: String,
+}
+
+#[test]
+fn the_cli_variables_are_not_configuration_but_typos_are_errors() {
+    let args = ConfigArgs::default();
+    let cfg: Strict = load_with_env(
+        &args,
+        &env(&[
+            ("GODEL_NAME", "n"),
+            ("GODEL_TOKEN", "gdl_x"),
+            ("GODEL_AUDIT_DATABASE_URL", "postgres://x"),
+        ]),
+    )
+    .expect("the CLI's own variables are skipped");
+    assert_eq!(cfg.name, "n");
+    let err = load_with_env::<Strict>(&args, &env(&[("GODEL_NAEM", "n")])).unwrap_err();
+    assert!(
+        err.to_string().contains("GODEL_NAEM") || format!("{err:?}").contains("naem"),
+        "{err:?}"
+    );
+}

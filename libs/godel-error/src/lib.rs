@@ -15,5 +15,18 @@ pub use code::{ErrorCode, UnknownErrorCode};
 pub use error::{CODE_METADATA_KEY, Error, FIELD_METADATA_KEY, RETRY_AFTER_METADATA_KEY};
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 
+/// `error: cause: cause…` — an error and its sources on one line, for logs and for
+/// messages stored with a resource.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Shorthand for results whose error is an [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

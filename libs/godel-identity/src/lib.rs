@@ -36,6 +36,6 @@ pub use metadata::{
 pub use permission::{BuiltinRole, OrgRole, Permission, PermissionSet, UnknownPermission};
 pub use token::{AccessClaims, VerifyError};
 pub use verifier::{
-    AuthKeySource, CallerVerifier, KeySource, KeySourceError, VerifierConfig, jwk_from_pb,
-    jwk_to_pb,
+    AuthKeySource, CallerVerifier, IdentityConfig, KeySource, KeySourceError, VerifierConfig,
+    jwk_from_pb, jwk_to_pb,
 };

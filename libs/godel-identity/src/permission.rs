@@ -296,14 +296,24 @@ pub enum OrgRole {
     /// `org-admin`: every permission in every team, and organisation-level actions
     /// (creating teams, org-admin API keys).
     Admin,
+    /// `org-auditor`: reads the audit log of every team (and sees every team), and
+    /// verifies the whole audit chain. Compliance reviewers, not operators.
+    Auditor,
+    /// `audit-writer`: a service credential that appends records to the audit log
+    /// (the gateway reporting API calls). No permission in any team: it reads
+    /// nothing, and no person's role grants it, so nobody can forge records for
+    /// their own team.
+    AuditWriter,
 }
 
 impl OrgRole {
-    pub const ALL: &'static [OrgRole] = &[OrgRole::Admin];
+    pub const ALL: &'static [OrgRole] = &[OrgRole::Admin, OrgRole::Auditor, OrgRole::AuditWriter];
 
     pub const fn name(self) -> &'static str {
         match self {
             OrgRole::Admin => "org-admin",
+            OrgRole::Auditor => "org-auditor",
+            OrgRole::AuditWriter => "audit-writer",
         }
     }
 
@@ -316,6 +326,8 @@ impl OrgRole {
     pub fn permissions(self) -> PermissionSet {
         match self {
             OrgRole::Admin => BuiltinRole::OrgAdmin.permissions().iter().collect(),
+            OrgRole::Auditor => BuiltinRole::Auditor.permissions().iter().collect(),
+            OrgRole::AuditWriter => PermissionSet::EMPTY,
         }
     }
 }

@@ -64,6 +64,35 @@ impl VerifierConfig {
     }
 }
 
+/// How a service verifies its callers: where the auth service is (for its key set)
+/// and the token rules. Embed it in a service's configuration as `identity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The auth service's gRPC endpoint (`http://godel-auth:9090`).
+    pub auth_url: String,
+    /// How tokens are checked; must match auth's `tokens` settings.
+    pub tokens: VerifierConfig,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            auth_url: "http://127.0.0.1:9090".to_owned(),
+            tokens: VerifierConfig::default(),
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// A verifier fetching keys from the configured auth service (connecting on
+    /// first use, so a service can start before auth).
+    pub fn verifier(&self) -> Result<CallerVerifier, KeySourceError> {
+        let source = AuthKeySource::connect_lazy(&self.auth_url)?;
+        Ok(CallerVerifier::new(self.tokens.clone(), Arc::new(source)))
+    }
+}
+
 /// Why a key set could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum KeySourceError {

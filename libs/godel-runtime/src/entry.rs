@@ -100,14 +100,4 @@ where
     })
 }
 
-/// `error: cause: cause…` — the whole chain on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use godel_error::chain;

@@ -152,7 +152,7 @@ impl Supervisor {
         // The first failure goes back to the caller, who logs it; the rest are only
         // seen here.
         for other in failures {
-            tracing::error!(service = %self.service, error = %error_chain(&other), "also failed");
+            tracing::error!(service = %self.service, error = %godel_error::chain(&other), "also failed");
         }
         Err(first)
     }
@@ -330,16 +330,4 @@ async fn next_background_exit(
         return futures::future::pending().await;
     }
     futures::future::select_all(running).await.0
-}
-
-/// An error and its sources, for a log line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

@@ -6,6 +6,8 @@
 //! `scripts/services.sh` to start them.
 
 pub mod git;
+pub mod identity;
+pub mod llm;
 pub mod nats;
 pub mod otlp;
 pub mod postgres;

@@ -151,7 +151,7 @@ impl OutboxRelay {
                     failures = failures.saturating_add(1);
                     if failures == 1 {
                         tracing::warn!(
-                            error = %error_chain(&err),
+                            error = %godel_error::chain(&err),
                             "outbox relay failed; keeping the rows and retrying with backoff"
                         );
                     }
@@ -298,16 +298,4 @@ async fn try_relay_lock<C: ConnectionTrait>(txn: &C) -> Result<bool, StoreError>
     };
     row.try_get::<bool>("", "locked")
         .map_err(StoreError::query("taking the relay lock", TABLE))
-}
-
-/// `err` and its sources, joined with `: `, for one log line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
