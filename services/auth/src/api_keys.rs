@@ -18,8 +18,10 @@ use crate::entity::api_key;
 use crate::permission::Permission;
 use crate::refresh::{random_token, sha256_hex};
 use crate::store::{
-    Auth, Principal, db_error, enqueue, iam_event, json_strings, micros, now, strings_from_json,
+    Auth, Principal, db_error, enqueue, iam_event, json_strings, micros, now, org_roles_from,
+    org_roles_json, strings_from_json,
 };
+use godel_identity::OrgRole;
 
 /// The prefix every API key starts with.
 pub const API_KEY_PREFIX: &str = "gdl_";
@@ -33,6 +35,9 @@ pub struct ApiKey {
     pub permissions: Vec<Permission>,
     /// Every permission in every team.
     pub org_admin: bool,
+    /// Every organisation role the key holds (`org-admin` included when
+    /// `org_admin`; `org-auditor`, `audit-writer` for service credentials).
+    pub org_roles: Vec<OrgRole>,
     /// The first characters of the key (`gdl_…`), to recognise it.
     pub prefix: String,
     /// Who created it.
@@ -51,6 +56,9 @@ pub struct NewApiKey {
     pub permissions: Vec<Permission>,
     /// Only an org-admin may create an org-admin key.
     pub org_admin: bool,
+    /// Other organisation roles (`org-auditor`, `audit-writer`); only an org-admin
+    /// may grant them.
+    pub org_roles: Vec<OrgRole>,
     /// `None`: never expires.
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -78,6 +86,8 @@ pub struct KeyCaller {
     pub team: TeamId,
     pub permissions: Vec<Permission>,
     pub org_admin: bool,
+    /// Every organisation role held (`org-admin` included when `org_admin`).
+    pub org_roles: Vec<OrgRole>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -92,6 +102,7 @@ fn key_from(row: api_key::Model) -> Result<ApiKey, Error> {
         team: TeamId::from_uuid(row.team_id),
         name: row.name,
         permissions,
+        org_roles: org_roles_from(row.org_admin, &row.org_roles)?,
         org_admin: row.org_admin,
         prefix: row.prefix,
         created_by: Principal::parse(&row.created_by).ok_or_else(|| {
@@ -156,9 +167,15 @@ impl Auth {
                 new.team
             )));
         }
-        if new.org_admin && !grants.is_org_admin() {
+        let org_admin = new.org_admin || new.org_roles.contains(&OrgRole::Admin);
+        if org_admin && !grants.is_org_admin() {
             return Err(Error::permission_denied(
                 "only an org-admin can create an org-admin API key",
+            ));
+        }
+        if !new.org_roles.is_empty() && !grants.is_org_admin() {
+            return Err(Error::permission_denied(
+                "only an org-admin can give an API key organisation roles",
             ));
         }
         let mut permissions = new.permissions.clone();
@@ -186,7 +203,8 @@ impl Auth {
             permissions: ActiveValue::Set(json_strings(
                 &permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             )),
-            org_admin: ActiveValue::Set(new.org_admin),
+            org_admin: ActiveValue::Set(org_admin),
+            org_roles: ActiveValue::Set(org_roles_json(&new.org_roles)),
             secret_hash: ActiveValue::Set(sha256_hex(secret_part)),
             prefix: ActiveValue::Set(format!("{API_KEY_PREFIX}{}", &secret_part[..6])),
             created_by: ActiveValue::Set(creator.to_string()),
@@ -299,6 +317,7 @@ impl From<ApiKey> for KeyCaller {
             team: key.team,
             permissions: key.permissions,
             org_admin: key.org_admin,
+            org_roles: key.org_roles,
             expires_at: key.expires_at,
         }
     }

@@ -14,7 +14,8 @@ use godel_types::TeamId;
 use crate::directory::role_from;
 use crate::entity::{api_key, role, user};
 use crate::permission::{BuiltinRole, Permission};
-use crate::store::{Auth, Principal, db_error, now, strings_from_json};
+use crate::store::{Auth, Principal, db_error, now, org_roles_from, strings_from_json};
+use godel_identity::OrgRole;
 
 /// An authorization decision and why, for logs and the audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,12 +144,16 @@ impl Auth {
                         via: "role org-admin".to_owned(),
                     });
                 }
+                let org_sources = org_role_sources(&org_roles_from(false, &person.org_roles)?);
                 let Some(roles) = self.member_roles(team, id).await? else {
+                    if !org_sources.is_empty() {
+                        return Ok(Grants::Sources(org_sources));
+                    }
                     return Ok(Grants::Nothing {
                         why: format!("{id} is not a member of team {team}"),
                     });
                 };
-                let mut sources = Vec::with_capacity(roles.len());
+                let mut sources = org_sources;
                 let mut custom = Vec::new();
                 for name in roles {
                     match BuiltinRole::from_name(&name) {
@@ -198,7 +203,11 @@ impl Auth {
                         via: format!("org-admin API key {id}"),
                     });
                 }
+                let org_sources = org_role_sources(&org_roles_from(false, &key.org_roles)?);
                 if key.team_id != team.as_uuid() {
+                    if !org_sources.is_empty() {
+                        return Ok(Grants::Sources(org_sources));
+                    }
                     return Ok(Grants::Nothing {
                         why: format!("API key {id} belongs to another team than {team}"),
                     });
@@ -208,11 +217,21 @@ impl Auth {
                     tracing::error!(key = %id, error = %e, "stored API key holds an unknown permission");
                     Error::internal("a stored API key is unreadable")
                 })?;
-                Ok(Grants::Sources(vec![(
-                    format!("API key {id}"),
-                    permissions,
-                )]))
+                let mut sources = org_sources;
+                sources.push((format!("API key {id}"), permissions));
+                Ok(Grants::Sources(sources))
             }
         }
     }
+}
+
+/// What organisation roles besides `org-admin` grant in every team, as named
+/// sources (`role org-auditor`).
+fn org_role_sources(roles: &[OrgRole]) -> Vec<(String, Vec<Permission>)> {
+    roles
+        .iter()
+        .filter(|role| **role != OrgRole::Admin)
+        .map(|role| (format!("role {role}"), role.permissions().iter().collect()))
+        .filter(|(_, permissions): &(String, Vec<Permission>)| !permissions.is_empty())
+        .collect()
 }

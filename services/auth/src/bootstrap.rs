@@ -62,6 +62,7 @@ impl Auth {
                         name: ActiveValue::Set("bootstrap admin".to_owned()),
                         permissions: ActiveValue::Set(json_strings(&names)),
                         org_admin: ActiveValue::Set(true),
+                        org_roles: ActiveValue::Set(json_strings::<&str>(&[])),
                         secret_hash: ActiveValue::Set(sha256_hex(&secret_part)),
                         prefix: ActiveValue::Set(format!("{API_KEY_PREFIX}{}", &secret_part[..6])),
                         created_by: ActiveValue::Set(user.id.to_string()),

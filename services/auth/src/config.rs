@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::oidc::config::OidcConfig;
+
 /// Every setting of the auth service. Defaults are the production shape:
 /// PostgreSQL (schema `auth`) and NATS on localhost; `godel up` overrides them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +21,8 @@ pub struct AuthConfig {
     pub bus: BusConfig,
     pub telemetry: TelemetryConfig,
     pub tokens: TokenConfig,
+    /// Single sign-on with OpenID Connect identity providers.
+    pub oidc: OidcConfig,
 }
 
 impl Default for AuthConfig {
@@ -39,6 +43,7 @@ impl Default for AuthConfig {
                 ..TelemetryConfig::default()
             },
             tokens: TokenConfig::default(),
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -68,6 +73,11 @@ pub struct TokenConfig {
     /// Clock skew tolerated when checking `exp` and `nbf`.
     #[serde(with = "godel_config::duration")]
     pub leeway: Duration,
+    /// How often the signing key is replaced by a new one (by whichever replica
+    /// notices first; old keys keep verifying until their tokens expire). `0s`
+    /// turns scheduled rotation off.
+    #[serde(with = "godel_config::duration")]
+    pub rotate_every: Duration,
     /// 32 bytes, base64: when set, signing keys are stored encrypted under it
     /// (XChaCha20-Poly1305); when unset, they are stored plain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +92,7 @@ impl Default for TokenConfig {
             access_ttl: Duration::from_secs(15 * 60),
             session_lifetime: Duration::from_secs(7 * 24 * 3600),
             leeway: Duration::from_secs(30),
+            rotate_every: Duration::from_secs(30 * 24 * 3600),
             signing_key_encryption_key: None,
         }
     }

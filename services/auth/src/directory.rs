@@ -14,8 +14,9 @@ use crate::entity::{member, role, team, user};
 use crate::permission::{BuiltinRole, Permission};
 use crate::store::{
     Auth, Principal, db_error, enqueue, iam_event, is_unique_violation, json_strings, now,
-    strings_from_json,
+    org_roles_from, org_roles_json, strings_from_json,
 };
+use godel_identity::OrgRole;
 
 /// A team: the isolation boundary for every resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct User {
     pub display_name: String,
     /// Holds the `org-admin` role: every permission in every team.
     pub org_admin: bool,
+    /// Every organisation role held (`org-admin` included when `org_admin`).
+    pub org_roles: Vec<OrgRole>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -92,16 +95,17 @@ fn team_from(row: team::Model) -> Team {
     }
 }
 
-fn user_from(row: user::Model) -> User {
-    User {
+fn user_from(row: user::Model) -> Result<User, Error> {
+    Ok(User {
         id: UserId::from_uuid(row.id),
+        org_roles: org_roles_from(row.org_admin, &row.org_roles)?,
         issuer: row.issuer,
         subject: row.subject,
         email: row.email,
         display_name: row.display_name,
         org_admin: row.org_admin,
         created_at: row.created_at,
-    }
+    })
 }
 
 pub(crate) fn role_from(row: role::Model) -> Result<Role, Error> {
@@ -201,7 +205,7 @@ impl Auth {
         for _ in 0..2 {
             if let Some(row) = find_user_by_identity(self.db.conn(), identity).await? {
                 if row.email == identity.email && row.display_name == identity.display_name {
-                    return Ok((user_from(row), false));
+                    return Ok((user_from(row)?, false));
                 }
                 let mut active: user::ActiveModel = row.into();
                 active.email = ActiveValue::Set(identity.email.clone());
@@ -210,7 +214,7 @@ impl Auth {
                     .update(self.db.conn())
                     .await
                     .map_err(db_error("updating a user"))?;
-                return Ok((user_from(row), false));
+                return Ok((user_from(row)?, false));
             }
             match insert_user(self.db.conn(), identity, false).await {
                 Ok(user) => return Ok((user, true)),
@@ -239,7 +243,31 @@ impl Auth {
             .update(self.db.conn())
             .await
             .map_err(db_error("updating a user"))?;
-        Ok(user_from(row))
+        user_from(row)
+    }
+
+    /// Sets the organisation roles `user` holds to exactly `roles` (`org-admin`
+    /// and `org-auditor`; `audit-writer` is for service API keys, not people).
+    pub async fn set_org_roles(&self, user: UserId, roles: &[OrgRole]) -> Result<User, Error> {
+        if roles.contains(&OrgRole::AuditWriter) {
+            return Err(Error::invalid_argument(
+                "org_roles",
+                "`audit-writer` is a service role: give it to an API key, not a person",
+            ));
+        }
+        let row = user::Entity::find_by_id(user.as_uuid())
+            .one(self.db.conn())
+            .await
+            .map_err(db_error("reading a user"))?
+            .ok_or_else(|| Error::not_found(format!("user {user}")))?;
+        let mut active: user::ActiveModel = row.into();
+        active.org_admin = ActiveValue::Set(roles.contains(&OrgRole::Admin));
+        active.org_roles = ActiveValue::Set(org_roles_json(roles));
+        let row = active
+            .update(self.db.conn())
+            .await
+            .map_err(db_error("updating a user"))?;
+        user_from(row)
     }
 
     /// Adds `user` to `team` with `roles`, or replaces the roles of a member.
@@ -267,24 +295,7 @@ impl Auth {
         user: UserId,
     ) -> Result<(), Error> {
         self.write(move |txn| {
-            Box::pin(async move {
-                let deleted = member::Entity::delete_by_id((team.as_uuid(), user.as_uuid()))
-                    .exec(txn)
-                    .await
-                    .map_err(db_error("removing a member"))?;
-                if deleted.rows_affected == 0 {
-                    return Err(Error::not_found(format!("member {user} of team {team}")));
-                }
-                let event = iam_event(
-                    team,
-                    IamChange::MemberRemoved,
-                    actor,
-                    user.to_string(),
-                    Vec::new(),
-                    now(),
-                )?;
-                enqueue(txn, &[event]).await
-            })
+            Box::pin(async move { remove_member_in(txn, actor, team, user).await })
         })
         .await
     }
@@ -441,7 +452,7 @@ pub(crate) async fn find_user<C: ConnectionTrait>(conn: &C, user: UserId) -> Res
         .await
         .map_err(db_error("reading a user"))?
         .map(user_from)
-        .ok_or_else(|| Error::not_found(format!("user {user}")))
+        .ok_or_else(|| Error::not_found(format!("user {user}")))?
 }
 
 async fn find_user_by_identity<C: ConnectionTrait>(
@@ -468,11 +479,12 @@ pub(crate) async fn insert_user<C: ConnectionTrait>(
         email: ActiveValue::Set(identity.email.clone()),
         display_name: ActiveValue::Set(identity.display_name.clone()),
         org_admin: ActiveValue::Set(org_admin),
+        org_roles: ActiveValue::Set(json_strings::<&str>(&[])),
         created_at: ActiveValue::Set(now()),
     }
     .insert(conn)
     .await?;
-    Ok(user_from(row))
+    user_from(row).map_err(|e| godel_store::sea_orm::DbErr::Custom(e.message))
 }
 
 pub(crate) async fn create_team_in(
@@ -581,8 +593,45 @@ pub(crate) async fn add_member_in(
     })
 }
 
+pub(crate) async fn remove_member_in(
+    txn: &DatabaseTransaction,
+    actor: Principal,
+    team: TeamId,
+    user: UserId,
+) -> Result<(), Error> {
+    let deleted = member::Entity::delete_by_id((team.as_uuid(), user.as_uuid()))
+        .exec(txn)
+        .await
+        .map_err(db_error("removing a member"))?;
+    if deleted.rows_affected == 0 {
+        return Err(Error::not_found(format!("member {user} of team {team}")));
+    }
+    let event = iam_event(
+        team,
+        IamChange::MemberRemoved,
+        actor,
+        user.to_string(),
+        Vec::new(),
+        now(),
+    )?;
+    enqueue(txn, &[event]).await
+}
+
+/// The team called `name`, if any.
+pub(crate) async fn find_team_by_name<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+) -> Result<Option<Team>, Error> {
+    Ok(team::Entity::find()
+        .filter(team::Column::Name.eq(name))
+        .one(conn)
+        .await
+        .map_err(db_error("reading a team"))?
+        .map(team_from))
+}
+
 /// `name` must be a built-in team role or one of `team`'s custom roles.
-async fn check_team_role<C: ConnectionTrait>(
+pub(crate) async fn check_team_role<C: ConnectionTrait>(
     conn: &C,
     team: TeamId,
     name: &str,

@@ -39,6 +39,9 @@ pub(crate) mod user {
         #[sea_orm(column_type = "Text")]
         pub display_name: String,
         pub org_admin: bool,
+        /// Organisation roles besides `org-admin`, a JSON array of names.
+        #[sea_orm(column_type = "JsonBinary")]
+        pub org_roles: Json,
         pub created_at: DateTimeUtc,
     }
 
@@ -108,6 +111,9 @@ pub(crate) mod api_key {
         #[sea_orm(column_type = "JsonBinary")]
         pub permissions: Json,
         pub org_admin: bool,
+        /// Organisation roles besides `org-admin`, a JSON array of names.
+        #[sea_orm(column_type = "JsonBinary")]
+        pub org_roles: Json,
         /// SHA-256 of the secret, hex.
         #[sea_orm(column_type = "Text")]
         pub secret_hash: String,
@@ -222,6 +228,70 @@ pub(crate) mod quota {
         pub rate_limit_per_minute: Option<i64>,
         pub monthly_budget_micro_usd: Option<i64>,
         pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod oidc_login {
+    use godel_store::sea_orm::entity::prelude::*;
+
+    /// A sign-in in progress, between `BeginLogin` and `CompleteLogin`.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oidc_logins")]
+    pub struct Model {
+        /// SHA-256 of the `state`, hex.
+        #[sea_orm(primary_key, auto_increment = false, column_type = "Text")]
+        pub state_hash: String,
+        #[sea_orm(column_type = "Text")]
+        pub provider: String,
+        /// SHA-256 of the `nonce`, hex.
+        #[sea_orm(column_type = "Text")]
+        pub nonce_hash: String,
+        /// With the state, derives the PKCE verifier (neither alone does).
+        pub pkce_salt: Vec<u8>,
+        #[sea_orm(column_type = "Text")]
+        pub redirect_uri: String,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("OidcLogin")
+                .field("provider", &self.provider)
+                .field("redirect_uri", &self.redirect_uri)
+                .field("expires_at", &self.expires_at)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod idp_grant {
+    use godel_store::sea_orm::entity::prelude::*;
+
+    /// A role a provider's group mapping granted a user: in a team, or (no team)
+    /// across the organisation.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idp_grants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: Uuid,
+        #[sea_orm(column_type = "Text")]
+        pub provider: String,
+        pub team_id: Option<Uuid>,
+        #[sea_orm(column_type = "Text")]
+        pub role: String,
+        pub granted_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

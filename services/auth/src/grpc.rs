@@ -1,8 +1,9 @@
 //! The gRPC `AuthService` over [`Auth`]: proto to domain and back, and who may call
 //! what.
 //!
-//! `Authenticate`, `RefreshToken`, `RevokeToken` and `GetJwks` are public: the
-//! credential is in the request. Every other call needs a Godel access token in
+//! `Authenticate`, `RefreshToken`, `RevokeToken`, `GetJwks` and the sign-in calls
+//! (`ListIdentityProviders`, `BeginLogin`, `CompleteLogin`, over [`Oidc`]) are
+//! public: the credential is in the request. Every other call needs a Godel access token in
 //! `authorization: Bearer …` metadata, verified by a `godel_identity::CallerLayer`
 //! around the server (the key set read straight from this service's database), and
 //! the permission the RPC names in the team it touches — checked on the token's
@@ -19,20 +20,24 @@ use godel_identity::{
 use godel_proto::auth::v1 as pb;
 use godel_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
 use godel_proto::common::v1 as common;
-use godel_proto::convert::{
-    from_optional_timestamp, parse_id, to_optional_timestamp, to_timestamp,
-};
+use godel_proto::convert::{from_optional_timestamp, parse_id, to_timestamp};
 use godel_types::{ApiKeyId, TeamId, UserId};
 use tonic::{Request, Response, Status};
 use tower::Layer;
 
+mod convert;
+
+use convert::{
+    key_to_pb, member_to_pb, org_roles_from_names, quotas_to_pb, role_to_pb, team_to_pb,
+    tokens_to_pb, user_to_pb,
+};
+
 use crate::Auth;
-use crate::api_keys::{ApiKey, KeyCaller, NewApiKey};
+use crate::api_keys::{KeyCaller, NewApiKey};
 use crate::authz::Grants;
-use crate::directory::{Member, Role, Team};
-use crate::quotas::{Quotas, TeamQuotas};
-use crate::refresh::TokenPair;
-use crate::tokens::{AccessToken, TokenGrants};
+use crate::oidc::{Callback, Oidc};
+use crate::quotas::Quotas;
+use crate::tokens::AccessToken;
 
 /// Default and largest page sizes of the list RPCs.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -40,9 +45,10 @@ const MAX_PAGE_SIZE: usize = 1000;
 
 /// The `AuthService` server, with callers verified by a [`CallerLayer`]; what
 /// [`start`](crate::start) registers.
-pub fn server(auth: Auth) -> godel_identity::WithCaller<AuthServiceServer<AuthGrpc>> {
+pub fn server(auth: Auth, oidc: Oidc) -> godel_identity::WithCaller<AuthServiceServer<AuthGrpc>> {
     let verifier = local_verifier(&auth);
-    CallerLayer::new(verifier.clone()).layer(AuthServiceServer::new(AuthGrpc::new(auth, verifier)))
+    CallerLayer::new(verifier.clone())
+        .layer(AuthServiceServer::new(AuthGrpc::new(auth, oidc, verifier)))
 }
 
 /// A verifier of this service's own tokens, reading the key set from its database.
@@ -76,12 +82,17 @@ impl KeySource for LocalKeys {
 #[derive(Debug, Clone)]
 pub struct AuthGrpc {
     auth: Auth,
+    oidc: Oidc,
     verifier: CallerVerifier,
 }
 
 impl AuthGrpc {
-    pub fn new(auth: Auth, verifier: CallerVerifier) -> Self {
-        Self { auth, verifier }
+    pub fn new(auth: Auth, oidc: Oidc, verifier: CallerVerifier) -> Self {
+        Self {
+            auth,
+            oidc,
+            verifier,
+        }
     }
 
     /// The caller may use `permission` in `team`: by its token, and by the
@@ -136,10 +147,11 @@ impl AuthGrpc {
     /// A token standing for `key`, and who it is.
     async fn key_response(&self, key: &KeyCaller) -> Result<pb::AuthenticateResponse, Error> {
         let token = self.auth.issue_key_token(key).await?;
-        let (permissions, roles) = if key.org_admin {
-            (PermissionSet::all(), vec![OrgRole::Admin.name().to_owned()])
+        let roles = key.org_roles.iter().map(|r| r.name().to_owned()).collect();
+        let permissions = if key.org_admin {
+            PermissionSet::all()
         } else {
-            (key.permissions.iter().collect(), Vec::new())
+            key.permissions.iter().collect()
         };
         Ok(authenticated(
             Principal::ApiKey(key.key),
@@ -162,8 +174,8 @@ impl AuthGrpc {
         let team = team.or(caller.team);
         match caller.principal {
             Principal::User(user) => {
-                let grants = self.auth.user_grants(user, team).await?;
-                if let Grants::Nothing { why } = &grants {
+                let (held, grants) = self.auth.user_token_grants(user, team).await?;
+                if let Grants::Nothing { why } = &held {
                     return Err(Error::permission_denied(why.clone()));
                 }
                 let mut roles = match team {
@@ -174,10 +186,7 @@ impl AuthGrpc {
                         .unwrap_or_default(),
                     None => Vec::new(),
                 };
-                if grants.is_org_admin() {
-                    roles.push(OrgRole::Admin.name().to_owned());
-                }
-                let grants = TokenGrants::from(&grants);
+                roles.extend(grants.org_roles.iter().map(|r| r.name().to_owned()));
                 let permissions = if grants.org_roles.contains(&OrgRole::Admin) {
                     PermissionSet::all()
                 } else {
@@ -333,79 +342,6 @@ fn paginate<T>(
     ))
 }
 
-fn team_to_pb(t: Team) -> pb::Team {
-    pb::Team {
-        id: t.id.to_string(),
-        name: t.name,
-        display_name: t.display_name,
-        created_at: Some(to_timestamp(t.created_at)),
-    }
-}
-
-fn member_to_pb(m: Member) -> pb::Member {
-    pb::Member {
-        team_id: m.team.to_string(),
-        user_id: m.user.to_string(),
-        email: m.email,
-        display_name: m.display_name,
-        roles: m.roles,
-        added_at: Some(to_timestamp(m.added_at)),
-    }
-}
-
-fn role_to_pb(r: Role) -> pb::Role {
-    pb::Role {
-        id: r.id.map(|id| id.to_string()).unwrap_or_default(),
-        team_id: r.team.map(|t| t.to_string()).unwrap_or_default(),
-        name: r.name,
-        permissions: r
-            .permissions
-            .iter()
-            .map(|p| p.as_str().to_owned())
-            .collect(),
-        built_in: r.built_in,
-    }
-}
-
-fn key_to_pb(k: ApiKey) -> pb::ApiKey {
-    pb::ApiKey {
-        id: k.id.to_string(),
-        team_id: k.team.to_string(),
-        name: k.name,
-        permissions: k
-            .permissions
-            .iter()
-            .map(|p| p.as_str().to_owned())
-            .collect(),
-        org_admin: k.org_admin,
-        prefix: k.prefix,
-        created_by: k.created_by.to_string(),
-        created_at: Some(to_timestamp(k.created_at)),
-        expires_at: to_optional_timestamp(k.expires_at),
-        last_used_at: to_optional_timestamp(k.last_used_at),
-        revoked_at: to_optional_timestamp(k.revoked_at),
-    }
-}
-
-fn quotas_to_pb(q: TeamQuotas) -> pb::Quotas {
-    pb::Quotas {
-        team_id: q.team.to_string(),
-        max_concurrent_sessions: q.quotas.max_concurrent_sessions,
-        max_queued_tasks: q.quotas.max_queued_tasks,
-        rate_limit_per_minute: q.quotas.rate_limit_per_minute,
-        monthly_budget_micro_usd: q.quotas.monthly_budget_micro_usd,
-    }
-}
-
-fn tokens_to_pb(t: TokenPair) -> pb::TokenPair {
-    pb::TokenPair {
-        access_token: t.access_token,
-        access_expires_at: Some(to_timestamp(t.access_expires_at)),
-        refresh_token: t.refresh_token,
-        refresh_expires_at: Some(to_timestamp(t.refresh_expires_at)),
-    }
-}
-
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
     async fn authenticate(
@@ -478,6 +414,67 @@ impl AuthService for AuthGrpc {
         }))
     }
 
+    async fn list_identity_providers(
+        &self,
+        _request: Request<pb::ListIdentityProvidersRequest>,
+    ) -> Result<Response<pb::ListIdentityProvidersResponse>, Status> {
+        let providers = self
+            .oidc
+            .providers()
+            .map(|p| pb::IdentityProvider {
+                name: p.name.clone(),
+                display_name: if p.display_name.is_empty() {
+                    p.name.clone()
+                } else {
+                    p.display_name.clone()
+                },
+                issuer: p.issuer.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListIdentityProvidersResponse {
+            providers,
+        }))
+    }
+
+    async fn begin_login(
+        &self,
+        request: Request<pb::BeginLoginRequest>,
+    ) -> Result<Response<pb::BeginLoginResponse>, Status> {
+        let req = request.into_inner();
+        let started = self
+            .oidc
+            .begin_login(&req.provider, &req.redirect_uri)
+            .await?;
+        Ok(Response::new(pb::BeginLoginResponse {
+            authorization_url: started.authorization_url,
+            state: started.state,
+            expires_at: Some(to_timestamp(started.expires_at)),
+        }))
+    }
+
+    async fn complete_login(
+        &self,
+        request: Request<pb::CompleteLoginRequest>,
+    ) -> Result<Response<pb::CompleteLoginResponse>, Status> {
+        let req = request.into_inner();
+        let done = self
+            .oidc
+            .complete_login(Callback {
+                state: &req.state,
+                code: &req.code,
+                redirect_uri: &req.redirect_uri,
+                issuer: (!req.issuer.is_empty()).then_some(req.issuer.as_str()),
+            })
+            .await?;
+        Ok(Response::new(pb::CompleteLoginResponse {
+            tokens: Some(tokens_to_pb(done.tokens)),
+            user: Some(user_to_pb(done.user)),
+            created: done.created,
+            provider: done.provider,
+            teams: done.teams.into_iter().map(team_to_pb).collect(),
+        }))
+    }
+
     async fn create_api_key(
         &self,
         request: Request<pb::CreateApiKeyRequest>,
@@ -491,6 +488,7 @@ impl AuthService for AuthGrpc {
             name: req.name,
             permissions: Permission::parse_all(&req.permissions, "permissions")?,
             org_admin: req.org_admin,
+            org_roles: org_roles_from_names(&req.org_roles)?,
             expires_at: from_optional_timestamp("expires_at", req.expires_at.as_ref())?,
         };
         let created = self.auth.create_api_key(caller.principal, new).await?;
@@ -715,6 +713,22 @@ impl AuthService for AuthGrpc {
             .await?;
         Ok(Response::new(pb::SetQuotasResponse {
             quotas: Some(quotas_to_pb(set)),
+        }))
+    }
+
+    async fn set_org_roles(
+        &self,
+        request: Request<pb::SetOrgRolesRequest>,
+    ) -> Result<Response<pb::SetOrgRolesResponse>, Status> {
+        let caller = caller_from_request(&request)?;
+        self.allow_org_admin(&caller, "setting organisation roles")
+            .await?;
+        let req = request.into_inner();
+        let user = parse_id("user_id", &req.user_id)?;
+        let roles = org_roles_from_names(&req.org_roles)?;
+        let user = self.auth.set_org_roles(user, &roles).await?;
+        Ok(Response::new(pb::SetOrgRolesResponse {
+            user: Some(user_to_pb(user)),
         }))
     }
 }

@@ -14,6 +14,9 @@
 //! - [`refresh`]: rotating refresh tokens with reuse detection, logout;
 //! - [`api_keys`]: `gdl_…` keys, stored hashed, team- and permission-scoped;
 //! - [`quotas`]: per-team limits;
+//! - [`oidc`]: single sign-on with OpenID Connect identity providers — sign-in,
+//!   provisioning by `(iss, sub)`, group → role mappings;
+//! - [`rotation`]: the signing-key rotation schedule, safe with several replicas;
 //! - [`bootstrap`](mod@bootstrap): the first org-admin of a fresh deployment;
 //! - [`grpc`]: the gRPC `AuthService` over all of the above, checking each admin
 //!   call's caller with `godel-identity`.
@@ -29,8 +32,10 @@ pub mod directory;
 mod entity;
 pub mod grpc;
 mod migrations;
+pub mod oidc;
 pub mod quotas;
 pub mod refresh;
+pub mod rotation;
 mod store;
 pub mod tokens;
 
@@ -44,6 +49,8 @@ pub use config::{AuthConfig, TokenConfig};
 pub use godel_backend::Dependencies;
 pub use godel_identity::permission;
 pub use migrations::Migrator;
+pub use oidc::Oidc;
+pub use oidc::config::{ClientAuth, GroupMapping, OidcConfig, ProviderConfig};
 pub use store::{Auth, Principal};
 
 /// The service name: health-check name, metrics label, outbox relay name.
@@ -64,6 +71,8 @@ pub enum Error {
     SigningKey(#[source] godel_error::Error),
     #[error("invalid setting `tokens.signing_key_encryption_key`")]
     SigningKeyEncryption(#[source] tokens::seal::SealError),
+    #[error("cannot set up single sign-on")]
+    Oidc(#[source] oidc::OidcError),
 }
 
 /// Fails on settings that would only fail later, at the first token.
@@ -71,6 +80,10 @@ fn check(config: &AuthConfig) -> Result<(), Error> {
     if let Some(key) = &config.tokens.signing_key_encryption_key {
         tokens::seal::parse_key(key.expose()).map_err(Error::SigningKeyEncryption)?;
     }
+    config
+        .oidc
+        .check()
+        .map_err(|e| Error::Oidc(oidc::OidcError::Config(e)))?;
     Ok(())
 }
 
@@ -85,8 +98,8 @@ pub async fn serve(config: AuthConfig, shutdown: CancellationToken) -> Result<()
 }
 
 /// Opens and migrates the database, makes sure a token signing key exists, then
-/// starts the listeners (serving the gRPC `AuthService`, see [`grpc`]) and the
-/// outbox relay. Returns once the service is listening; [`RunningService::wait`]
+/// starts the listeners (serving the gRPC `AuthService`, see [`grpc`]), the
+/// outbox relay and the signing-key rotation schedule ([`rotation`]). Returns once the service is listening; [`RunningService::wait`]
 /// waits for its end.
 pub async fn start(
     config: AuthConfig,
@@ -101,9 +114,18 @@ pub async fn start(
         config.tokens.clone(),
     );
     auth.ensure_signing_key().await.map_err(Error::SigningKey)?;
-    let service = Service::new(SERVICE, config.server)
+    let oidc = Oidc::new(auth.clone(), &config.oidc).map_err(Error::Oidc)?;
+    let rotate_every = config.tokens.rotate_every;
+    let rotating = auth.clone();
+    let mut service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
-        .grpc_service(grpc::server(auth));
+        .grpc_service(grpc::server(auth, oidc));
+    if !rotate_every.is_zero() {
+        service = service.background("signing-key rotation", move |stop| async move {
+            rotation::run(rotating, rotate_every, stop).await;
+            Ok(())
+        });
+    }
     backend
         .install(service)
         .start(shutdown)

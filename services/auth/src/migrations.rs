@@ -1,10 +1,13 @@
 //! The auth service's schema migrations, applied in order on every start.
 
 mod identity;
+mod oidc;
+mod org_roles;
 
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
-/// The auth database's migrations: the outbox, then the identity tables.
+/// The auth database's migrations: the outbox, the identity tables, single
+/// sign-on, then organisation roles.
 #[derive(Debug)]
 pub struct Migrator;
 
@@ -17,6 +20,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(godel_store::CreateOutbox),
             Box::new(identity::CreateIdentity),
+            Box::new(oidc::CreateOidc),
+            Box::new(org_roles::AddOrgRoles),
         ]
     }
 }

@@ -175,3 +175,33 @@ pub(crate) fn now() -> DateTime<Utc> {
 pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
+
+/// The organisation roles a row holds: `org-admin` from its flag, the others from
+/// its `org_roles` column. A name this version does not know (a newer role) is
+/// ignored, never widened.
+pub(crate) fn org_roles_from(
+    org_admin: bool,
+    stored: &serde_json::Value,
+) -> Result<Vec<godel_identity::OrgRole>, Error> {
+    let mut roles: Vec<godel_identity::OrgRole> = strings_from_json(stored, "organisation roles")?
+        .iter()
+        .filter_map(|name| godel_identity::OrgRole::from_name(name))
+        .filter(|role| *role != godel_identity::OrgRole::Admin)
+        .collect();
+    if org_admin {
+        roles.push(godel_identity::OrgRole::Admin);
+    }
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+/// The `org_roles` column value for `roles` (`org-admin` lives in its own flag).
+pub(crate) fn org_roles_json(roles: &[godel_identity::OrgRole]) -> serde_json::Value {
+    let names: Vec<&str> = roles
+        .iter()
+        .filter(|role| **role != godel_identity::OrgRole::Admin)
+        .map(|role| role.name())
+        .collect();
+    json_strings(&names)
+}

@@ -120,17 +120,9 @@ impl Auth {
     /// Makes a new key the signing key; the previous ones keep verifying until
     /// their tokens have expired. Keys past that are deleted. Returns the new `kid`.
     pub async fn rotate_signing_key(&self) -> Result<String, Error> {
-        let mut seed = [0u8; 32];
-        rand::rng().fill_bytes(&mut seed);
-        let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-        let kid = format!("gdk_{}", uuid::Uuid::now_v7().simple());
-        let stored = seal::seal(&seed, &kid, self.key_encryption_key()?.as_ref()).map_err(|e| {
-            tracing::error!(error = %e, "sealing a new signing key failed");
-            Error::internal("creating a signing key failed")
-        })?;
+        let (kid, row) = self.generate_signing_key()?;
         let at = now();
-        let ttl = chrono(self.tokens.access_ttl) + chrono(self.tokens.leeway);
-        let new_kid = kid.clone();
+        let cutoff = at - self.key_overlap();
         self.write(move |txn| {
             Box::pin(async move {
                 signing_key::Entity::update_many()
@@ -142,30 +134,41 @@ impl Auth {
                     .exec(txn)
                     .await
                     .map_err(db_error("retiring signing keys"))?;
-                signing_key::Entity::delete_many()
-                    .filter(signing_key::Column::RetiredAt.lt(at - ttl))
-                    .exec(txn)
-                    .await
-                    .map_err(db_error("deleting expired signing keys"))?;
-                signing_key::ActiveModel {
-                    kid: ActiveValue::Set(new_kid),
-                    algorithm: ActiveValue::Set(ALGORITHM.to_owned()),
-                    private_key: ActiveValue::Set(stored),
-                    public_key: ActiveValue::Set(public.to_vec()),
-                    created_at: ActiveValue::Set(at),
-                    retired_at: ActiveValue::Set(None),
-                }
-                .insert(txn)
-                .await
-                .map_err(db_error("inserting a signing key"))?;
-                Ok(())
+                install_signing_key(txn, row, cutoff).await
             })
         })
         .await?;
         Ok(kid)
     }
 
-    async fn current_signing_key(&self) -> Result<Option<signing_key::Model>, Error> {
+    /// How long a retired key keeps verifying: the last token it signed may live
+    /// an access-token lifetime, plus leeway.
+    pub(crate) fn key_overlap(&self) -> ChronoDuration {
+        chrono(self.tokens.access_ttl) + chrono(self.tokens.leeway)
+    }
+
+    /// A fresh Ed25519 key, sealed as configured, as a row to insert; and its `kid`.
+    pub(crate) fn generate_signing_key(&self) -> Result<(String, signing_key::ActiveModel), Error> {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+        let kid = format!("gdk_{}", uuid::Uuid::now_v7().simple());
+        let stored = seal::seal(&seed, &kid, self.key_encryption_key()?.as_ref()).map_err(|e| {
+            tracing::error!(error = %e, "sealing a new signing key failed");
+            Error::internal("creating a signing key failed")
+        })?;
+        let row = signing_key::ActiveModel {
+            kid: ActiveValue::Set(kid.clone()),
+            algorithm: ActiveValue::Set(ALGORITHM.to_owned()),
+            private_key: ActiveValue::Set(stored),
+            public_key: ActiveValue::Set(public.to_vec()),
+            created_at: ActiveValue::Set(now()),
+            retired_at: ActiveValue::Set(None),
+        };
+        Ok((kid, row))
+    }
+
+    pub(crate) async fn current_signing_key(&self) -> Result<Option<signing_key::Model>, Error> {
         signing_key::Entity::find()
             .filter(signing_key::Column::RetiredAt.is_null())
             .order_by_desc(signing_key::Column::CreatedAt)
@@ -200,9 +203,25 @@ impl Auth {
         not_after: Option<DateTime<Utc>>,
     ) -> Result<AccessToken, Error> {
         let principal = Principal::User(user);
-        let grants = TokenGrants::from(&self.user_grants(user, team).await?);
+        let (_, grants) = self.user_token_grants(user, team).await?;
         self.sign_token(principal, team, grants, session, not_after)
             .await
+    }
+
+    /// What `user` holds in `team` (see [`Self::user_grants`]) and what a token of
+    /// theirs acting there carries: those permissions and every organisation role
+    /// they hold.
+    pub(crate) async fn user_token_grants(
+        &self,
+        user: UserId,
+        team: Option<TeamId>,
+    ) -> Result<(Grants, TokenGrants), Error> {
+        let grants = self.user_grants(user, team).await?;
+        let mut token = TokenGrants::from(&grants);
+        token.org_roles = crate::directory::find_user(self.db.conn(), user)
+            .await?
+            .org_roles;
+        Ok((grants, token))
     }
 
     /// What `user` holds in `team`; with no team, only what holds in every team
@@ -232,11 +251,7 @@ impl Auth {
     pub async fn issue_key_token(&self, key: &KeyCaller) -> Result<AccessToken, Error> {
         let grants = TokenGrants {
             permissions: key.permissions.iter().collect(),
-            org_roles: if key.org_admin {
-                vec![OrgRole::Admin]
-            } else {
-                Vec::new()
-            },
+            org_roles: key.org_roles.clone(),
         };
         self.sign_token(
             Principal::ApiKey(key.key),
@@ -310,6 +325,24 @@ impl Auth {
             &self.token_rules(),
         )?)
     }
+}
+
+/// Deletes keys retired before `cutoff` (they verify nothing any more) and inserts
+/// `row`, the new signing key, in `txn`.
+pub(crate) async fn install_signing_key(
+    txn: &godel_store::sea_orm::DatabaseTransaction,
+    row: signing_key::ActiveModel,
+    cutoff: DateTime<Utc>,
+) -> Result<(), Error> {
+    signing_key::Entity::delete_many()
+        .filter(signing_key::Column::RetiredAt.lt(cutoff))
+        .exec(txn)
+        .await
+        .map_err(db_error("deleting expired signing keys"))?;
+    row.insert(txn)
+        .await
+        .map_err(db_error("inserting a signing key"))?;
+    Ok(())
 }
 
 fn public_key(key: &signing_key::Model) -> Result<PublicKey, Error> {

@@ -34,7 +34,7 @@ mod grpc;
 use grpc::{
     grpc_a_member_of_team_b_is_denied_on_team_a, grpc_api_key_to_verified_caller,
     grpc_bad_tokens_are_rejected_by_the_verifier,
-    grpc_key_rotation_keeps_old_tokens_and_refetches_for_new_kids,
+    grpc_key_rotation_keeps_old_tokens_and_refetches_for_new_kids, grpc_org_roles_reach_tokens,
     grpc_quotas_read_as_the_scheduler_would, grpc_sessions_refresh_and_revoke,
 };
 
@@ -491,6 +491,7 @@ async fn api_keys(kind: Kind) {
                 name: "ci".into(),
                 permissions: vec![Permission::TasksCreate, Permission::TasksRead],
                 org_admin: false,
+                org_roles: Vec::new(),
                 expires_at: None,
             },
         )
@@ -576,6 +577,7 @@ async fn api_keys(kind: Kind) {
                 name: "mine".into(),
                 permissions: vec![Permission::TasksRead],
                 org_admin: false,
+                org_roles: Vec::new(),
                 expires_at: None,
             },
         )
@@ -591,6 +593,7 @@ async fn api_keys(kind: Kind) {
                 name: "child".into(),
                 permissions: vec![Permission::TasksRead],
                 org_admin: false,
+                org_roles: Vec::new(),
                 expires_at: None,
             },
         )
@@ -610,6 +613,7 @@ async fn api_keys(kind: Kind) {
                 name: "root".into(),
                 permissions: vec![],
                 org_admin: true,
+                org_roles: Vec::new(),
                 expires_at: None,
             },
         )
@@ -629,6 +633,7 @@ async fn api_keys(kind: Kind) {
                 name: "elsewhere".into(),
                 permissions: vec![Permission::TasksRead],
                 org_admin: false,
+                org_roles: Vec::new(),
                 expires_at: None,
             },
         )
@@ -646,6 +651,7 @@ async fn api_keys(kind: Kind) {
                 name: "short".into(),
                 permissions: vec![Permission::TasksRead],
                 org_admin: false,
+                org_roles: Vec::new(),
                 expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
             },
         )
@@ -874,6 +880,104 @@ async fn signing_keys_rotate_and_old_tokens_still_verify(kind: Kind) {
     h.finish().await;
 }
 
+/// Several replicas, each with its own connection pool, find the key due at the
+/// same moment: exactly one rotates.
+async fn scheduled_rotation_happens_once_across_replicas(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let alice = h.user("alice").await;
+    let first = h.auth.ensure_signing_key().await.unwrap();
+    let every = Duration::from_secs(3600);
+    assert_eq!(
+        h.auth.rotate_signing_key_if_due(every).await.unwrap(),
+        None,
+        "not due yet"
+    );
+    let old = h
+        .auth
+        .issue_access_token(alice, None, None, None)
+        .await
+        .unwrap();
+    h.db.conn()
+        .execute(
+            &Query::update()
+                .table(Alias::new("signing_keys"))
+                .value(
+                    Alias::new("created_at"),
+                    Utc::now() - chrono::Duration::hours(2),
+                )
+                .to_owned(),
+        )
+        .await
+        .unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..4 {
+        let db = godel_store::connect(&DatabaseConfig {
+            max_connections: 1,
+            ..h.config.clone()
+        })
+        .await
+        .unwrap();
+        replicas.push(Auth::new(db, None, TokenConfig::default()));
+    }
+    let outcomes =
+        futures::future::join_all(replicas.iter().map(|r| r.rotate_signing_key_if_due(every)))
+            .await;
+    let rotated: Vec<String> = outcomes.into_iter().filter_map(|o| o.unwrap()).collect();
+    assert_eq!(rotated.len(), 1, "exactly one replica rotates: {rotated:?}");
+    let kids: Vec<String> = h
+        .auth
+        .jwks()
+        .await
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(
+        kids,
+        [rotated[0].clone(), first],
+        "the old key still verifies"
+    );
+    h.auth.verify_access_token(&old.token).await.unwrap();
+    assert_eq!(h.auth.rotate_signing_key_if_due(every).await.unwrap(), None);
+    for r in replicas {
+        r.db().clone().close().await.unwrap();
+    }
+    h.finish().await;
+}
+
+/// The background schedule rotates by itself once the key is due.
+async fn the_rotation_schedule_runs_in_the_background(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let first = h.auth.ensure_signing_key().await.unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(godel_auth::rotation::run(
+        h.auth.clone(),
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
+    let auth = h.auth.clone();
+    let kids = eventually("a scheduled rotation", WAIT, || {
+        let auth = auth.clone();
+        async move {
+            let kids: Vec<String> = auth
+                .jwks()
+                .await
+                .ok()?
+                .keys
+                .into_iter()
+                .map(|k| k.kid)
+                .collect();
+            (kids.len() >= 2).then_some(kids)
+        }
+    })
+    .await;
+    assert_eq!(kids.last(), Some(&first));
+    stop.cancel();
+    task.await.unwrap();
+    h.finish().await;
+}
+
 async fn concurrent_refreshes_of_one_token_let_at_most_one_win(kind: Kind) {
     let h = Harness::new(kind).await;
     let alice = h.user("alice").await;
@@ -1054,6 +1158,8 @@ macro_rules! on_both {
 
 on_both!(sqlite => Sqlite:
     teams_users_and_members,
+    scheduled_rotation_happens_once_across_replicas,
+    the_rotation_schedule_runs_in_the_background,
     signing_keys_rotate_and_old_tokens_still_verify,
     concurrent_first_logins_provision_one_user,
     concurrent_refreshes_of_one_token_let_at_most_one_win,
@@ -1070,10 +1176,13 @@ on_both!(sqlite => Sqlite:
     grpc_key_rotation_keeps_old_tokens_and_refetches_for_new_kids,
     grpc_quotas_read_as_the_scheduler_would,
     grpc_sessions_refresh_and_revoke,
+    grpc_org_roles_reach_tokens,
 );
 
 on_both!(postgres => Postgres:
     teams_users_and_members,
+    scheduled_rotation_happens_once_across_replicas,
+    the_rotation_schedule_runs_in_the_background,
     signing_keys_rotate_and_old_tokens_still_verify,
     concurrent_first_logins_provision_one_user,
     concurrent_refreshes_of_one_token_let_at_most_one_win,
@@ -1090,6 +1199,7 @@ on_both!(postgres => Postgres:
     grpc_key_rotation_keeps_old_tokens_and_refetches_for_new_kids,
     grpc_quotas_read_as_the_scheduler_would,
     grpc_sessions_refresh_and_revoke,
+    grpc_org_roles_reach_tokens,
 );
 
 #[tokio::test]

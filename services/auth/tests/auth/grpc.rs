@@ -178,6 +178,7 @@ impl Server {
                     name: "machine".into(),
                     permissions: permissions.iter().map(|p| p.to_string()).collect(),
                     org_admin: false,
+                    org_roles: Vec::new(),
                     expires_at: None,
                 },
                 &self.admin_token().await,
@@ -483,6 +484,7 @@ pub(crate) async fn grpc_a_member_of_team_b_is_denied_on_team_a(kind: Kind) {
                     name: "stolen".into(),
                     permissions: vec!["tasks:read".into()],
                     org_admin: false,
+                    org_roles: Vec::new(),
                     expires_at: None,
                 },
                 t,
@@ -1058,5 +1060,122 @@ pub(crate) async fn grpc_sessions_refresh_and_revoke(kind: Kind) {
 
     // Configured lifetimes are those of the running service.
     assert_eq!(s.config.tokens.access_ttl, Duration::from_secs(15 * 60));
+    s.finish().await;
+}
+
+/// Organisation roles besides `org-admin`: an org-admin makes a person an
+/// `org-auditor` (audit:read in every team, members or not) and creates an
+/// `audit-writer` service key (no team permission at all); both reach the tokens
+/// other services verify, and nobody else can grant them.
+pub(crate) async fn grpc_org_roles_reach_tokens(kind: Kind) {
+    let s = Server::spawn(kind).await;
+    let (verifier, _) = s.verifier(Duration::ZERO);
+    let admin = s.admin_token().await;
+    let a = s.create_team("team-a").await;
+    let b = s.create_team("team-b").await;
+    let (reviewer, _) = s.member("reviewer", a, "viewer").await;
+    let (_, developer) = s.member("developer", a, "developer").await;
+
+    let server = &s;
+    let set = |user: UserId, roles: &[&str], token: &str| {
+        let request = authed(
+            pb::SetOrgRolesRequest {
+                user_id: user.to_string(),
+                org_roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            },
+            token,
+        );
+        async move { server.client().await.set_org_roles(request).await }
+    };
+    // Only an org-admin sets them; unknown names and service roles are refused.
+    let err = set(reviewer, &["org-auditor"], &developer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = set(reviewer, &["org-overlord"], &admin).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("org-overlord"), "{err:?}");
+    let err = set(reviewer, &["audit-writer"], &admin).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let user = set(reviewer, &["org-auditor"], &admin)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(user.org_roles, ["org-auditor"]);
+    assert!(!user.org_admin);
+
+    // The reviewer's token, in team B where they are no member: audit:read there
+    // through the organisation role, and nothing else.
+    let session = s.auth.start_session(reviewer, None).await.unwrap();
+    let in_b = s
+        .client()
+        .await
+        .authenticate(pb::AuthenticateRequest {
+            credential: Some(pb::authenticate_request::Credential::BearerToken(
+                session.access_token.clone(),
+            )),
+            team_id: b.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let caller = verifier.verify(&in_b.access_token).await.unwrap();
+    assert_eq!(caller.org_roles, [OrgRole::Auditor]);
+    assert!(caller.holds(b, Permission::AuditRead));
+    assert!(caller.holds(a, Permission::AuditRead));
+    assert!(!caller.holds(b, Permission::TasksRead));
+    assert!(
+        in_b.caller
+            .unwrap()
+            .roles
+            .contains(&"org-auditor".to_owned())
+    );
+    // A fresh sign-in carries the role too.
+    let caller = verifier.verify(&session.access_token).await.unwrap();
+    assert_eq!(caller.org_roles, [OrgRole::Auditor]);
+
+    // Withdrawn: the next token no longer has it, and team B refuses them.
+    set(reviewer, &[], &admin).await.unwrap();
+    let err = s
+        .client()
+        .await
+        .authenticate(pb::AuthenticateRequest {
+            credential: Some(pb::authenticate_request::Credential::BearerToken(
+                session.access_token.clone(),
+            )),
+            team_id: b.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // The gateway's audit credential: an API key with only `audit-writer`.
+    let create = |roles: &[&str], token: &str| {
+        let request = authed(
+            pb::CreateApiKeyRequest {
+                team_id: a.to_string(),
+                name: "gateway audit".into(),
+                org_roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                ..pb::CreateApiKeyRequest::default()
+            },
+            token,
+        );
+        async move { server.client().await.create_api_key(request).await }
+    };
+    let team_admin = s.member("lead", a, "team-admin").await.1;
+    let err = create(&["audit-writer"], &team_admin).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let created = create(&["audit-writer"], &admin)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.key.unwrap().org_roles, ["audit-writer"]);
+    let token = s.key_token(&created.secret).await;
+    let caller = verifier.verify(&token).await.unwrap();
+    assert_eq!(caller.org_roles, [OrgRole::AuditWriter]);
+    assert!(caller.permissions.is_empty());
+    assert!(!caller.holds(a, Permission::AuditRead));
     s.finish().await;
 }
