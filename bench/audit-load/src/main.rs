@@ -278,10 +278,21 @@ fn to_proto(r: NewRecord) -> AuditRecord {
 async fn append_grpc(args: &Args, config: &AuditConfig) -> anyhow::Result<Duration> {
     let shutdown = tokio_util_token();
     let deps = Dependencies::connect(&godel_bus::BusConfig::default()).await?;
-    let running = godel_audit::start(config.clone(), deps, shutdown.clone()).await?;
-    let url = format!("http://{}", running.grpc_addr());
-    let client = AuditServiceClient::connect(url)
-        .await?
+    // Callers are verified as in production: an Ed25519 access token per call,
+    // from an issuer the service trusts, for the `audit-writer` role.
+    let issuer = godel_test_utils::identity::TestIssuer::new();
+    let running =
+        godel_audit::start_with_verifier(config.clone(), deps, issuer.verifier(), shutdown.clone())
+            .await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr()))?
+            .connect()
+            .await?;
+    let writer = godel_identity::BearerInterceptor::new(
+        &issuer.org(&[godel_identity::OrgRole::AuditWriter]),
+    )
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    let client = AuditServiceClient::with_interceptor(channel, writer)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let batches = args.grpc_records.div_ceil(args.batch);

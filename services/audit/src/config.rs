@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use godel_bus::{BusConfig, BusKind};
 use godel_config::Secret;
+use godel_identity::IdentityConfig;
 use godel_runtime::ServerConfig;
 use godel_store::DatabaseConfig;
 use godel_telemetry::TelemetryConfig;
@@ -23,6 +24,8 @@ pub struct AuditConfig {
     pub checkpoint: CheckpointConfig,
     pub redaction: RedactionConfig,
     pub retention: RetentionConfig,
+    /// How callers' access tokens are verified (the auth service's key set).
+    pub identity: IdentityConfig,
 }
 
 /// Signed checkpoints of the chain head, written outside the database.
@@ -155,6 +158,7 @@ impl Default for AuditConfig {
             checkpoint: CheckpointConfig::default(),
             redaction: RedactionConfig::default(),
             retention: RetentionConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }

@@ -43,22 +43,10 @@ impl From<AuditError> for tonic::Status {
                 godel_error::Error::invalid_argument(field.clone(), format!("`{field}`: {reason}"))
             }
             other => {
-                tracing::error!(error = %error_chain(other), "audit operation failed");
+                tracing::error!(error = %godel_error::chain(other), "audit operation failed");
                 godel_error::Error::internal("the audit log failed; see the service's logs")
             }
         };
         error.into()
     }
-}
-
-/// The error and its sources on one line, for logs.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -1,27 +1,38 @@
 //! The `godel.audit.v1.AuditService` gRPC server over an [`AuditLog`].
 //!
-//! Team scoping by the caller's roles (auditors see their teams, org auditors all)
-//! arrives with the auth service's identity metadata; until then every caller sees
-//! every team.
+//! Every call is checked against the caller its access token proves ([`server`]
+//! installs the verification):
+//! - `Append`: the `audit-writer` organisation role (the service credential the
+//!   gateway reports API calls with) or `org-admin`. Team roles never grant it, so
+//!   nobody can write records about their own team.
+//! - `Query`, `Export`: `org-auditor` and `org-admin` read every team (and records
+//!   outside any team); anyone else reads only a team where they hold `audit:read`
+//!   — the filter's team, or the team the token acts in when the filter names none.
+//! - `Verify`, `GetRetention`: `audit:read` (in the acting team, or organisation-wide).
+//! - `EraseSubject`, `SetTeamRetention`, `ApplyRetention`: `org-admin`; the caller and
+//!   the reason are written into the record of what was done.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use godel_proto::audit::v1::audit_service_server::AuditService;
+use godel_identity::{
+    Caller, CallerLayer, CallerVerifier, OrgRole, Permission, PrincipalKind, caller_from_request,
+};
+use godel_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
 use godel_proto::audit::v1::{
     AppendRequest, AppendResponse, ApplyRetentionRequest, ApplyRetentionResponse, AuditFilter,
     AuditRecord, EraseSubjectRequest, EraseSubjectResponse, ExportRequest, GetRetentionRequest,
     GetRetentionResponse, QueryRequest, QueryResponse, RetentionSource, SetTeamRetentionRequest,
     SetTeamRetentionResponse, TeamRetention, VerifyRequest, VerifyResponse,
 };
-use godel_proto::common::v1::Caller;
 use godel_proto::common::v1::PageResponse;
 use godel_proto::convert::{
     from_optional_duration, from_optional_timestamp, parse_id, parse_optional_id, to_duration,
     to_timestamp,
 };
+use godel_types::TeamId;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -45,6 +56,60 @@ impl AuditGrpc {
     pub fn new(log: Arc<AuditLog>) -> Self {
         Self { log }
     }
+}
+
+/// The gRPC service over `log`, verifying each call's token with `verifier`.
+pub fn server(
+    log: Arc<AuditLog>,
+    verifier: CallerVerifier,
+) -> godel_identity::WithCaller<AuditServiceServer<AuditGrpc>> {
+    use tower::Layer;
+    CallerLayer::new(verifier).layer(AuditServiceServer::new(AuditGrpc::new(log)))
+}
+
+/// Which teams' records a caller may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadScope {
+    /// Every team, and records outside any team.
+    Organisation,
+    Team(TeamId),
+}
+
+/// The caller's read scope for a request naming `asked` (or no team): organisation
+/// roles granting `audit:read` read everything; otherwise `audit:read` is required
+/// in the asked team, or in the acting team when none is asked.
+fn read_scope(caller: &Caller, asked: Option<TeamId>) -> Result<ReadScope, godel_error::Error> {
+    let org_wide = caller
+        .org_roles
+        .iter()
+        .any(|role| role.permissions().contains(Permission::AuditRead));
+    if org_wide {
+        return Ok(ReadScope::Organisation);
+    }
+    let team = asked.or(caller.team).ok_or_else(|| {
+        godel_error::Error::permission_denied(format!(
+            "{} acts in no team; reading the audit log needs audit:read in a team",
+            caller.principal
+        ))
+    })?;
+    caller.require(team, Permission::AuditRead)?;
+    Ok(ReadScope::Team(team))
+}
+
+/// `filter` narrowed to what `caller` may read.
+fn scoped(caller: &Caller, mut filter: Filter) -> Result<Filter, godel_error::Error> {
+    if let ReadScope::Team(team) = read_scope(caller, filter.team_id)? {
+        filter.team_id = Some(team);
+    }
+    Ok(filter)
+}
+
+/// Append needs the `audit-writer` or `org-admin` organisation role.
+fn require_writer(caller: &Caller) -> Result<(), godel_error::Error> {
+    if caller.has_org_role(OrgRole::Admin) {
+        return Ok(());
+    }
+    caller.require_org_role(OrgRole::AuditWriter, "appending audit records")
 }
 
 fn invalid(field: &str, reason: &str) -> AuditError {
@@ -109,7 +174,7 @@ fn to_proto(r: Record) -> AuditRecord {
         ..AuditRecord::default()
     };
     if let Some(body) = r.body {
-        out.actor = Some(Caller {
+        out.actor = Some(godel_proto::common::v1::Caller {
             subject_kind: body.actor.kind.number(),
             subject_id: body.actor.subject_id,
             team_id: body
@@ -129,25 +194,24 @@ fn to_proto(r: Record) -> AuditRecord {
     out
 }
 
-/// Who asks, from a request's `requested_by` (required until identity travels in
-/// the call's metadata).
-fn requester(caller: Option<Caller>, reason: String) -> Result<Requester, godel_error::Error> {
-    let caller = caller.unwrap_or_default();
-    if caller.subject_id.trim().is_empty() {
-        return Err(godel_error::Error::invalid_argument(
-            "requested_by.subject_id",
-            "`requested_by.subject_id`: say who asks",
-        ));
-    }
-    Ok(Requester {
+/// The caller as the actor of the record describing what it asked for.
+fn requester(caller: &Caller, reason: String) -> Requester {
+    Requester {
         actor: Actor {
-            kind: ActorKind::from_number(caller.subject_kind),
-            subject_id: caller.subject_id,
-            team_id: parse_optional_id("requested_by.team_id", &caller.team_id)?,
-            roles: caller.roles,
+            kind: match caller.principal.kind() {
+                PrincipalKind::User => ActorKind::User,
+                PrincipalKind::ApiKey => ActorKind::ApiKey,
+            },
+            subject_id: caller.principal.to_string(),
+            team_id: caller.team,
+            roles: caller
+                .org_roles
+                .iter()
+                .map(|role| role.name().to_owned())
+                .collect(),
         },
         reason,
-    })
+    }
 }
 
 fn retention_to_proto(policy: RetentionPolicy) -> GetRetentionResponse {
@@ -195,6 +259,7 @@ impl AuditService for AuditGrpc {
         &self,
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
+        require_writer(&caller_from_request(&request)?)?;
         let records = request
             .into_inner()
             .records
@@ -213,8 +278,9 @@ impl AuditService for AuditGrpc {
         &self,
         request: Request<QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
+        let caller = caller_from_request(&request)?;
         let request = request.into_inner();
-        let filter = filter(request.filter)?;
+        let filter = scoped(&caller, filter(request.filter)?)?;
         let page = request.page.unwrap_or_default();
         let cursor = decode_cursor(&page.page_token)?;
         let (records, next) = self.log.query(&filter, page.page_size, cursor).await?;
@@ -230,6 +296,7 @@ impl AuditService for AuditGrpc {
         &self,
         request: Request<VerifyRequest>,
     ) -> Result<Response<VerifyResponse>, Status> {
+        read_scope(&caller_from_request(&request)?, None)?;
         let request = request.into_inner();
         if request.to_sequence != 0 && request.to_sequence < request.from_sequence {
             return Err(invalid("to_sequence", "must not be before from_sequence").into());
@@ -266,8 +333,10 @@ impl AuditService for AuditGrpc {
         &self,
         request: Request<EraseSubjectRequest>,
     ) -> Result<Response<EraseSubjectResponse>, Status> {
+        let caller = caller_from_request(&request)?;
+        caller.require_org_role(OrgRole::Admin, "erasing a subject's data")?;
         let request = request.into_inner();
-        let by = requester(request.requested_by, request.reason)?;
+        let by = requester(&caller, request.reason);
         let outcome = self.log.erase_subject(&request.subject_id, &by).await?;
         Ok(Response::new(EraseSubjectResponse {
             records_scrubbed: outcome.records_scrubbed,
@@ -277,8 +346,9 @@ impl AuditService for AuditGrpc {
 
     async fn get_retention(
         &self,
-        _request: Request<GetRetentionRequest>,
+        request: Request<GetRetentionRequest>,
     ) -> Result<Response<GetRetentionResponse>, Status> {
+        read_scope(&caller_from_request(&request)?, None)?;
         let policy = self.log.retention().await?;
         Ok(Response::new(retention_to_proto(policy)))
     }
@@ -287,10 +357,12 @@ impl AuditService for AuditGrpc {
         &self,
         request: Request<SetTeamRetentionRequest>,
     ) -> Result<Response<SetTeamRetentionResponse>, Status> {
+        let caller = caller_from_request(&request)?;
+        caller.require_org_role(OrgRole::Admin, "changing a team's audit retention")?;
         let request = request.into_inner();
         let team_id = parse_id("team_id", &request.team_id)?;
         let period = from_optional_duration("period", request.period.as_ref())?;
-        let by = requester(request.requested_by, request.reason)?;
+        let by = requester(&caller, request.reason);
         let (policy, record) = self.log.set_team_retention(team_id, period, &by).await?;
         Ok(Response::new(SetTeamRetentionResponse {
             retention: Some(retention_to_proto(policy)),
@@ -302,8 +374,10 @@ impl AuditService for AuditGrpc {
         &self,
         request: Request<ApplyRetentionRequest>,
     ) -> Result<Response<ApplyRetentionResponse>, Status> {
+        let caller = caller_from_request(&request)?;
+        caller.require_org_role(OrgRole::Admin, "applying audit retention")?;
         let request = request.into_inner();
-        let by = requester(request.requested_by, request.reason)?;
+        let by = requester(&caller, request.reason);
         let outcome = self.log.apply_retention(chrono::Utc::now(), &by).await?;
         Ok(Response::new(ApplyRetentionResponse {
             payloads_removed: outcome.payloads_removed,
@@ -317,7 +391,8 @@ impl AuditService for AuditGrpc {
         &self,
         request: Request<ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        let filter = filter(request.into_inner().filter)?;
+        let caller = caller_from_request(&request)?;
+        let filter = scoped(&caller, filter(request.into_inner().filter)?)?;
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_PAGE as usize);
         let log = self.log.clone();
         tokio::spawn(async move {

@@ -53,7 +53,6 @@ mod verify;
 use std::sync::Arc;
 
 use godel_backend::{Backend, BackendError};
-use godel_proto::audit::v1::audit_service_server::AuditServiceServer;
 use godel_runtime::{RunningService, Service};
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +83,8 @@ pub enum Error {
     Backend(#[from] BackendError),
     #[error("the audit log cannot be opened")]
     Log(#[from] AuditError),
+    #[error("the audit service cannot reach the auth service's key set")]
+    Identity(#[from] godel_identity::KeySourceError),
     #[error("the audit service failed")]
     Runtime(#[source] godel_runtime::RuntimeError),
 }
@@ -106,6 +107,18 @@ pub async fn start(
     deps: Dependencies,
     shutdown: CancellationToken,
 ) -> Result<RunningService, Error> {
+    let verifier = config.identity.verifier()?;
+    start_with_verifier(config, deps, verifier, shutdown).await
+}
+
+/// [`start`] with callers verified by `verifier` instead of one built from
+/// `identity` (in-process key sets, tests).
+pub async fn start_with_verifier(
+    config: AuditConfig,
+    deps: Dependencies,
+    verifier: godel_identity::CallerVerifier,
+    shutdown: CancellationToken,
+) -> Result<RunningService, Error> {
     let backend = Backend::open::<Migrator>(SERVICE, &config.database, deps).await?;
     let log = Arc::new(AuditLog::open(backend.db().clone(), &config)?);
     let interval = config.checkpoint.interval;
@@ -115,7 +128,7 @@ pub async fn start(
     let bus = backend.bus().clone();
     let service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
-        .grpc_service(AuditServiceServer::new(AuditGrpc::new(log)))
+        .grpc_service(grpc::server(log, verifier))
         .background("audit-checkpoints", move |stop| async move {
             checkpoint_timer(&timer_log, interval, stop).await;
             Ok(())

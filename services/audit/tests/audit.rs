@@ -16,6 +16,7 @@ use godel_audit::{
     RetentionConfig, RetentionOutcome, TeamRetention,
 };
 use godel_bus::{BusConfig, MemoryBus, OutgoingMessage, Subject};
+use godel_identity::{BearerInterceptor, OrgRole, Permission, PermissionSet};
 use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
 use godel_proto::audit::v1::{
     AppendRequest, ApplyRetentionRequest, AuditFilter, AuditRecord, Damage, EraseSubjectRequest,
@@ -29,10 +30,25 @@ use godel_runtime::ServerConfig;
 use godel_store::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use godel_store::{DatabaseConfig, Db};
 use godel_test_utils::eventually;
+use godel_test_utils::identity::TestIssuer;
 use godel_test_utils::nats::TestNats;
 use godel_test_utils::postgres::{DbKind as Kind, TestDb};
-use godel_types::{AuditRecordId, EventId, TeamId};
+use godel_types::{AuditRecordId, EventId, TeamId, UserId};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// An `AuditService` client sending one caller's access token.
+type Client = AuditServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+
+async fn client(running: &godel_runtime::RunningService, token: &str) -> Client {
+    let channel = Channel::from_shared(format!("http://{}", running.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    AuditServiceClient::with_interceptor(channel, BearerInterceptor::new(token).unwrap())
+}
 
 /// A migrated database, key files and a checkpoint directory for one test.
 struct Harness {
@@ -750,6 +766,7 @@ both!(
     erasure_scrubs_the_subject_and_keeps_verify_green,
     retention_overrides_apply_after_restart_and_with_config,
     retention_and_erasure_over_grpc,
+    callers_see_only_what_they_may,
 );
 
 #[tokio::test]
@@ -778,12 +795,13 @@ async fn grpc_round_trip(kind: Kind) {
     let config = config(&test_db, dir.path().to_owned(), 10);
     let deps = Dependencies::connect(&config.bus).await.unwrap();
     let shutdown = CancellationToken::new();
-    let running = godel_audit::start(config, deps, shutdown.clone())
-        .await
-        .unwrap();
-    let mut client = AuditServiceClient::connect(format!("http://{}", running.grpc_addr()))
-        .await
-        .unwrap();
+    let issuer = TestIssuer::new();
+    let running =
+        godel_audit::start_with_verifier(config, deps, issuer.verifier(), shutdown.clone())
+            .await
+            .unwrap();
+    let mut writer = client(&running, &issuer.org(&[OrgRole::AuditWriter])).await;
+    let mut client = client(&running, &issuer.org(&[OrgRole::Auditor])).await;
 
     let (team_a, team_b) = (TeamId::new(), TeamId::new());
     let records: Vec<_> = (0..25)
@@ -794,7 +812,7 @@ async fn grpc_round_trip(kind: Kind) {
             ))
         })
         .collect();
-    let appended = client
+    let appended = writer
         .append(AppendRequest {
             records: records.clone(),
         })
@@ -802,7 +820,7 @@ async fn grpc_round_trip(kind: Kind) {
         .unwrap()
         .into_inner();
     assert_eq!((appended.appended, appended.duplicates), (25, 0));
-    let again = client
+    let again = writer
         .append(AppendRequest {
             records: records[..3].to_vec(),
         })
@@ -812,7 +830,7 @@ async fn grpc_round_trip(kind: Kind) {
     assert_eq!((again.appended, again.duplicates), (0, 3));
     let mut bad = records[0].clone();
     bad.id = "tsk_not-an-audit-id".into();
-    let err = client
+    let err = writer
         .append(AppendRequest { records: vec![bad] })
         .await
         .unwrap_err();
@@ -953,7 +971,7 @@ async fn grpc_round_trip(kind: Kind) {
 
     // Two more records: fewer than `every_records`, so only the checkpoint written at
     // shutdown covers them.
-    let more = client
+    let more = writer
         .append(AppendRequest {
             records: vec![proto(&record(25, None)), proto(&record(26, None))],
         })
@@ -979,6 +997,184 @@ async fn grpc_round_trip(kind: Kind) {
             .join(format!("checkpoint-{:020}.json", 27))
             .exists()
     );
+    test_db.cleanup().await;
+}
+
+/// Team scoping by the caller's token: a team auditor reads only its team, an
+/// org auditor every team, and only the audit writer appends.
+async fn callers_see_only_what_they_may(kind: Kind) {
+    let test_db = TestDb::of(kind).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&test_db, dir.path().to_owned(), 0);
+    let deps = Dependencies::connect(&config.bus).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let issuer = TestIssuer::new();
+    let running =
+        godel_audit::start_with_verifier(config, deps, issuer.verifier(), shutdown.clone())
+            .await
+            .unwrap();
+    let (team_a, team_b) = (TeamId::new(), TeamId::new());
+    let records: Vec<_> = (0..9)
+        .map(|i| {
+            let team = match i % 3 {
+                0 => Some(team_a),
+                1 => Some(team_b),
+                _ => None,
+            };
+            proto(&record(i, team))
+        })
+        .collect();
+    let mut writer = client(&running, &issuer.org(&[OrgRole::AuditWriter])).await;
+    writer
+        .append(AppendRequest {
+            records: records.clone(),
+        })
+        .await
+        .unwrap();
+
+    let ids = |team: Option<TeamId>| -> Vec<String> {
+        let mut ids: Vec<String> = records
+            .iter()
+            .filter(|r| team.is_none_or(|t| r.team_id == t.to_string()))
+            .map(|r| r.id.clone())
+            .collect();
+        ids.reverse(); // newest first
+        ids
+    };
+    async fn query(
+        client: &mut Client,
+        team: Option<TeamId>,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let filter = AuditFilter {
+            team_id: team.map(|t| t.to_string()).unwrap_or_default(),
+            ..AuditFilter::default()
+        };
+        let page = client
+            .query(QueryRequest {
+                filter: Some(filter),
+                page: Some(PageRequest {
+                    page_size: 100,
+                    page_token: String::new(),
+                }),
+            })
+            .await?;
+        Ok(page
+            .into_inner()
+            .records
+            .into_iter()
+            .map(|r| r.id)
+            .collect())
+    }
+    async fn export(
+        client: &mut Client,
+        team: Option<TeamId>,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let filter = AuditFilter {
+            team_id: team.map(|t| t.to_string()).unwrap_or_default(),
+            ..AuditFilter::default()
+        };
+        let mut stream = client
+            .export(ExportRequest {
+                filter: Some(filter),
+            })
+            .await?
+            .into_inner();
+        let mut ids = Vec::new();
+        while let Some(r) = stream.message().await? {
+            ids.push(r.id);
+        }
+        Ok(ids)
+    }
+    let denied = |r: Result<Vec<String>, tonic::Status>| match r {
+        Err(status) => status.code(),
+        Ok(ids) => panic!("expected a refusal, got {} records", ids.len()),
+    };
+
+    // A team auditor of A: team A only, whether or not the filter names it.
+    let mut auditor_a = client(&running, &issuer.member(team_a, &[Permission::AuditRead])).await;
+    assert_eq!(
+        query(&mut auditor_a, None).await.unwrap(),
+        ids(Some(team_a))
+    );
+    assert_eq!(
+        query(&mut auditor_a, Some(team_a)).await.unwrap(),
+        ids(Some(team_a))
+    );
+    let mut oldest_first = ids(Some(team_a));
+    oldest_first.reverse();
+    assert_eq!(export(&mut auditor_a, None).await.unwrap(), oldest_first);
+    assert_eq!(
+        denied(query(&mut auditor_a, Some(team_b)).await),
+        tonic::Code::PermissionDenied
+    );
+    assert_eq!(
+        denied(export(&mut auditor_a, Some(team_b)).await),
+        tonic::Code::PermissionDenied
+    );
+    assert!(
+        auditor_a
+            .verify(VerifyRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .ok
+    );
+    // It reads; it does not write or erase.
+    let err = auditor_a
+        .append(AppendRequest {
+            records: vec![proto(&record(20, Some(team_a)))],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let err = auditor_a
+        .set_team_retention(SetTeamRetentionRequest {
+            team_id: team_a.to_string(),
+            period: None,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+
+    // A developer of A (no audit:read) reads nothing; neither does the writer.
+    let mut developer = client(&running, &issuer.member(team_a, &[Permission::TasksCreate])).await;
+    assert_eq!(
+        denied(query(&mut developer, None).await),
+        tonic::Code::PermissionDenied
+    );
+    let err = developer
+        .verify(VerifyRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert_eq!(
+        denied(query(&mut writer, None).await),
+        tonic::Code::PermissionDenied
+    );
+
+    // An org auditor: every team and the records outside any team.
+    let mut org_auditor = client(&running, &issuer.org(&[OrgRole::Auditor])).await;
+    assert_eq!(query(&mut org_auditor, None).await.unwrap(), ids(None));
+    assert_eq!(
+        query(&mut org_auditor, Some(team_b)).await.unwrap(),
+        ids(Some(team_b))
+    );
+
+    // No token, or a token from another issuer: unauthenticated.
+    let mut anonymous = AuditServiceClient::connect(format!("http://{}", running.grpc_addr()))
+        .await
+        .unwrap();
+    let err = anonymous.query(QueryRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let mut stranger = client(&running, &TestIssuer::new().org(&[OrgRole::Admin])).await;
+    assert_eq!(
+        denied(query(&mut stranger, None).await),
+        tonic::Code::Unauthenticated
+    );
+
+    shutdown.cancel();
+    running.wait().await.unwrap();
     test_db.cleanup().await;
 }
 
@@ -1508,13 +1704,13 @@ async fn retention_overrides_apply_after_restart_and_with_config(kind: Kind) {
     h.finish().await;
 }
 
-/// The `requested_by` of the gRPC requests.
-fn operator_caller() -> Caller {
+/// The actor an org-admin `user` is recorded as.
+fn admin_actor(user: UserId) -> Caller {
     Caller {
         subject_kind: SubjectKind::User as i32,
-        subject_id: operator("").actor.subject_id,
+        subject_id: user.to_string(),
         team_id: String::new(),
-        roles: vec!["org_admin".to_owned()],
+        roles: vec![OrgRole::Admin.name().to_owned()],
     }
 }
 
@@ -1530,12 +1726,18 @@ async fn retention_and_erasure_over_grpc(kind: Kind) {
     };
     let deps = Dependencies::connect(&config.bus).await.unwrap();
     let shutdown = CancellationToken::new();
-    let running = godel_audit::start(config, deps, shutdown.clone())
-        .await
-        .unwrap();
-    let mut client = AuditServiceClient::connect(format!("http://{}", running.grpc_addr()))
-        .await
-        .unwrap();
+    let issuer = TestIssuer::new();
+    let running =
+        godel_audit::start_with_verifier(config, deps, issuer.verifier(), shutdown.clone())
+            .await
+            .unwrap();
+    let admin = UserId::new();
+    let mut client = client(
+        &running,
+        &issuer.sign(admin, None, PermissionSet::EMPTY, &[OrgRole::Admin]),
+    )
+    .await;
+    let mut auditor = self::client(&running, &issuer.org(&[OrgRole::Auditor])).await;
 
     let (team_a, team_b) = (TeamId::new(), TeamId::new());
     let records: Vec<_> = (0..6)
@@ -1579,20 +1781,18 @@ async fn retention_and_erasure_over_grpc(kind: Kind) {
 
     // Erasure: records 0 and 3 have the same actor.
     let subject = records[0].actor.as_ref().unwrap().subject_id.clone();
-    let err = client
+    let err = auditor
         .erase_subject(EraseSubjectRequest {
             subject_id: subject.clone(),
-            reason: "no requester".into(),
-            requested_by: None,
+            reason: "an auditor may read, not erase".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     let erased = client
         .erase_subject(EraseSubjectRequest {
             subject_id: subject.clone(),
             reason: "GDPR request 7".into(),
-            requested_by: Some(operator_caller()),
         })
         .await
         .unwrap()
@@ -1611,7 +1811,7 @@ async fn retention_and_erasure_over_grpc(kind: Kind) {
     .await;
     assert_eq!(erasures.len(), 1);
     assert_eq!(erasures[0].id, erased.record_id);
-    assert_eq!(erasures[0].actor, Some(operator_caller()));
+    assert_eq!(erasures[0].actor, Some(admin_actor(admin)));
     let verify = client
         .verify(VerifyRequest::default())
         .await
@@ -1634,7 +1834,6 @@ async fn retention_and_erasure_over_grpc(kind: Kind) {
             team_id: team_a.to_string(),
             period: Some(Duration::from_secs(86_400).into()),
             reason: "team A keeps a day".into(),
-            requested_by: Some(operator_caller()),
         })
         .await
         .unwrap()
@@ -1684,7 +1883,6 @@ async fn retention_and_erasure_over_grpc(kind: Kind) {
     let applied = client
         .apply_retention(ApplyRetentionRequest {
             reason: "quarterly review".into(),
-            requested_by: Some(operator_caller()),
         })
         .await
         .unwrap()
@@ -1708,7 +1906,6 @@ async fn retention_and_erasure_over_grpc(kind: Kind) {
             team_id: team_a.to_string(),
             period: None,
             reason: String::new(),
-            requested_by: Some(operator_caller()),
         })
         .await
         .unwrap()

@@ -33,7 +33,11 @@ struct Outcome {
 
 /// Where to verify.
 enum Source {
-    Server(String),
+    Server {
+        url: String,
+        token: String,
+        auth_server: String,
+    },
     Offline {
         database: DatabaseConfig,
         checkpoint_dir: PathBuf,
@@ -53,7 +57,11 @@ pub fn verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         match &source {
-            Source::Server(url) => online(url, args.from, args.to).await,
+            Source::Server {
+                url,
+                token,
+                auth_server,
+            } => online(url, token, auth_server, args.from, args.to).await,
             Source::Offline {
                 database,
                 checkpoint_dir,
@@ -119,13 +127,34 @@ fn source(args: &AuditVerifyArgs) -> anyhow::Result<Source> {
             "--checkpoint-dir, --public-key and --schema are for offline checks: add --database-url or --data-dir"
         );
     }
-    Ok(Source::Server(args.server.clone()))
+    let Some(token) = args.token.clone() else {
+        anyhow::bail!(
+            "checking a running audit service needs a credential with audit:read: pass --token (or set GODEL_TOKEN) with an access token or API key, or check offline with --data-dir"
+        );
+    };
+    Ok(Source::Server {
+        url: args.server.clone(),
+        token,
+        auth_server: args.auth_server.clone(),
+    })
 }
 
-async fn online(url: &str, from: u64, to: u64) -> anyhow::Result<Outcome> {
-    let mut client = AuditServiceClient::connect(url.to_owned())
+async fn online(
+    url: &str,
+    credential: &str,
+    auth_server: &str,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Outcome> {
+    let token = crate::credentials::access_token(credential, auth_server).await?;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("`{url}` is not a valid address"))?
+        .connect()
         .await
         .with_context(|| format!("cannot reach the audit service at {url}"))?;
+    let interceptor = godel_identity::BearerInterceptor::new(&token)
+        .map_err(|e| anyhow::anyhow!("the access token cannot be sent: {}", e.message))?;
+    let mut client = AuditServiceClient::with_interceptor(channel, interceptor);
     let response = client
         .verify(VerifyRequest {
             from_sequence: from,

@@ -64,6 +64,21 @@ pub struct AuditVerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub public_key: Option<PathBuf>,
 
+    /// Online: who asks — an access token, or an API key (`gdl_…`, such as the
+    /// org-admin key `godel up` prints on first start) exchanged at `--auth-server`.
+    /// Verifying needs `audit:read`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "GODEL_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Online: the auth service's gRPC address, for exchanging an API key.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7703")]
+    pub auth_server: String,
+
     /// First sequence to check (0: from the start).
     #[arg(long, value_name = "SEQUENCE", default_value_t = 0)]
     pub from: u64,

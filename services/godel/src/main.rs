@@ -3,6 +3,7 @@
 
 mod audit;
 mod cli;
+mod credentials;
 mod up;
 
 use std::process::ExitCode;

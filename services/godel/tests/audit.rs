@@ -13,8 +13,11 @@ use godel_audit::{
     Actor, ActorKind, AuditConfig, AuditLog, CheckpointConfig, Migrator, NewRecord, Outcome,
     RecordBody, RedactionConfig,
 };
+use godel_identity::BearerInterceptor;
 use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
 use godel_proto::audit::v1::{AppendRequest, AuditFilter, AuditRecord, QueryRequest};
+use godel_proto::auth::v1::auth_service_client::AuthServiceClient;
+use godel_proto::auth::v1::{AuthenticateRequest, authenticate_request::Credential};
 use godel_proto::common::v1::{Caller, PageRequest, SubjectKind};
 use godel_store::DatabaseConfig;
 use godel_store::sea_orm::ConnectionTrait;
@@ -49,8 +52,19 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Starts `godel up` on free ports and returns it with the audit service's gRPC URL.
-async fn start_up(data_dir: &Path) -> (Child, String) {
+/// A running `godel up` on free ports.
+struct Up {
+    child: Child,
+    /// The audit service's gRPC URL.
+    audit: String,
+    /// The auth service's gRPC URL.
+    auth: String,
+    /// The org-admin API key printed on first start.
+    api_key: String,
+}
+
+/// Starts `godel up` on free ports on a new data directory.
+async fn start_up(data_dir: &Path) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_godel"))
         .args([
             "up",
@@ -68,12 +82,14 @@ async fn start_up(data_dir: &Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut audit = None;
+    let (mut audit, mut auth, mut api_key) = (None, None, None);
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["audit", _, "grpc", grpc] => audit = Some(format!("http://{grpc}")),
+                ["auth", _, "grpc", grpc] => auth = Some(format!("http://{grpc}")),
+                [key] if key.starts_with("gdl_") => api_key = Some((*key).to_owned()),
                 ["Stop", "with", "Ctrl-C."] => return,
                 _ => {}
             }
@@ -84,7 +100,25 @@ async fn start_up(data_dir: &Path) -> (Child, String) {
         .await
         .expect("godel up printed its banner within 60 s");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, audit.expect("the banner lists the audit service"))
+    Up {
+        child,
+        audit: audit.expect("the banner lists the audit service"),
+        auth: auth.expect("the banner lists the auth service"),
+        api_key: api_key.expect("the first start prints the org-admin API key"),
+    }
+}
+
+/// An access token for the org-admin API key, from auth.
+async fn access_token(up: &Up) -> String {
+    let mut auth = AuthServiceClient::connect(up.auth.clone()).await.unwrap();
+    auth.authenticate(AuthenticateRequest {
+        credential: Some(Credential::ApiKey(up.api_key.clone())),
+        team_id: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .access_token
 }
 
 fn proto_record(i: usize) -> AuditRecord {
@@ -115,10 +149,31 @@ async fn exec(db: &godel_store::Db, sql: &str) {
 async fn audit_verify_checks_a_running_godel_up_and_its_data_dir_offline() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let (mut up, audit_url) = start_up(&data_dir).await;
-    let mut client = AuditServiceClient::connect(audit_url.clone())
+    let mut up = start_up(&data_dir).await;
+    let audit_url = up.audit.clone();
+    let channel = tonic::transport::Endpoint::from_shared(audit_url.clone())
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let token = access_token(&up).await;
+    let mut client =
+        AuditServiceClient::with_interceptor(channel, BearerInterceptor::new(&token).unwrap());
+    // Without a credential the CLI says what it needs; with one, API key or token,
+    // it verifies.
+    let (code, _, err) = verify(&["--server", &audit_url]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--token"), "{err}");
+    let online = |credential: &str| {
+        [
+            "--server".to_owned(),
+            audit_url.clone(),
+            "--token".to_owned(),
+            credential.to_owned(),
+            "--auth-server".to_owned(),
+            up.auth.clone(),
+        ]
+    };
     let records: Vec<_> = (0..20).map(proto_record).collect();
     client
         .append(AppendRequest {
@@ -147,7 +202,8 @@ async fn audit_verify_checks_a_running_godel_up_and_its_data_dir_offline() {
     };
     let (seq_a, seq_b) = (sequence_of(5).await, sequence_of(12).await);
 
-    let (code, out, err) = verify(&["--server", &audit_url]).await;
+    let args = online(&up.api_key);
+    let (code, out, err) = verify(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("audit log intact\n"), "{out}");
     let checked: u64 = out
@@ -170,7 +226,8 @@ async fn audit_verify_checks_a_running_godel_up_and_its_data_dir_offline() {
         &format!("UPDATE audit_payload SET action = 'task.cancel' WHERE sequence = {seq_b}"),
     )
     .await;
-    let (code, out, _) = verify(&["--server", &audit_url]).await;
+    let args = online(&token);
+    let (code, out, _) = verify(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(
         out.lines().next().unwrap(),
@@ -179,11 +236,11 @@ async fn audit_verify_checks_a_running_godel_up_and_its_data_dir_offline() {
     );
 
     kill(
-        Pid::from_raw(i32::try_from(up.id().unwrap()).unwrap()),
+        Pid::from_raw(i32::try_from(up.child.id().unwrap()).unwrap()),
         Signal::SIGTERM,
     )
     .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), up.wait())
+    tokio::time::timeout(Duration::from_secs(30), up.child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -332,7 +389,7 @@ async fn audit_verify_offline_on_postgres_names_the_tampered_record() {
 
 #[tokio::test]
 async fn audit_verify_without_a_reachable_service_exits_2() {
-    let (code, out, err) = verify(&["--server", "http://127.0.0.1:1"]).await;
+    let (code, out, err) = verify(&["--server", "http://127.0.0.1:1", "--token", "t"]).await;
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("cannot reach the audit service"), "{err}");
     let (code, _, err) = verify(&["--checkpoint-dir", "/nonexistent"]).await;
