@@ -158,6 +158,11 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
             rest_shutdown.clone(),
         )
         .await?;
+        // Services verify callers against this auth service's key set.
+        let identity = godel_identity::IdentityConfig {
+            auth_url: format!("http://{}", auth.grpc_addr()),
+            ..Default::default()
+        };
         let mut orchestrator_config = godel_orchestrator::OrchestratorConfig {
             server: config.server(3),
             database: config.database(data_dir, "orchestrator"),
@@ -166,6 +171,10 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         .with_data_dir(data_dir);
         // One user on their own machine: sessions may work in repositories by path.
         orchestrator_config.sessions.allow_local_repositories = true;
+        // Agents reach models only through the LLM proxy, with a per-session token;
+        // teams' provider keys stay encrypted under `<data_dir>/orchestrator/kek`.
+        orchestrator_config.proxy.enabled = true;
+        orchestrator_config.identity = identity.clone();
         orchestrator_config.intake = godel_orchestrator::IntakeConfig {
             enabled: true,
             scheduler_endpoint: format!("http://{}", scheduler.grpc_addr()),
@@ -183,6 +192,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
             godel_audit::AuditConfig {
                 server: config.server(4),
                 database: config.database(data_dir, "audit"),
+                identity,
                 ..Default::default()
             }
             .with_data_dir(data_dir),

@@ -1,14 +1,19 @@
 //! The gRPC `OrchestratorService` over [`Sessions`], and the conversions between
 //! sessions and their proto form (also used for the published events).
 //!
-//! Until caller identity lands, the caller's team is the request's `team_id` field:
-//! nothing checks yet that the caller belongs to it. `StartSession` is proven by the
-//! task's epoch. The provider-key RPCs are a separate `ProviderKeyService`, not
-//! served until encrypted key storage exists.
+//! Every call is checked against the caller its access token proves (the service
+//! installs `godel_identity::CallerLayer`): the request's `team_id` names the team,
+//! and the caller must hold, there, `tasks:create` to start a session,
+//! `sessions:read` to get, list or stream them, `sessions:stop` to stop one. A
+//! session of another team is not found. The provider-key RPCs are a separate
+//! `ProviderKeyService` ([`keys`], `provider_keys:manage`).
+
+mod keys;
 
 use std::pin::Pin;
 
 use godel_error::Error;
+use godel_identity::{Permission, caller_from_request};
 use godel_proto::common::v1 as godel_common;
 use godel_proto::convert::{
     from_optional_duration, parse_id, parse_optional_id, to_optional_timestamp, to_timestamp,
@@ -23,6 +28,8 @@ use tonic::{Request, Response, Status};
 
 use crate::runtime::event::ChangeKind;
 use crate::runtime::worktree::DiffSummary;
+pub use keys::ProviderKeyGrpc;
+
 use crate::session::{
     ListFilter, LogBody, LoggedEvent, Repository, Session, SessionLimits, SessionState, Sessions,
     StartSpec, Usage,
@@ -47,8 +54,12 @@ impl OrchestratorGrpc {
     }
 }
 
-fn team(team_id: &str) -> Result<TeamId, Error> {
-    parse_id("team_id", team_id)
+/// The team `team_id` names, once the caller proved to hold `permission` there.
+fn team<T>(request: &Request<T>, team_id: &str, permission: Permission) -> Result<TeamId, Status> {
+    let caller = caller_from_request(request)?;
+    let team = parse_id("team_id", team_id)?;
+    caller.require(team, permission)?;
+    Ok(team)
 }
 
 fn session_id(id: &str) -> Result<SessionId, Error> {
@@ -248,7 +259,7 @@ pub(crate) fn event_to_pb(team: TeamId, task: TaskId, event: &LoggedEvent) -> pb
     }
 }
 
-fn start_spec(req: pb::StartSessionRequest) -> Result<StartSpec, Error> {
+fn start_spec(team_id: TeamId, req: pb::StartSessionRequest) -> Result<StartSpec, Error> {
     let repository = req.repository.unwrap_or_default();
     let payload: serde_json::Value = if req.payload_json.is_empty() {
         serde_json::json!({})
@@ -265,7 +276,7 @@ fn start_spec(req: pb::StartSessionRequest) -> Result<StartSpec, Error> {
     }
     let limits = req.limits.unwrap_or_default();
     Ok(StartSpec {
-        team_id: team(&req.team_id)?,
+        team_id,
         task_id: parse_id("task_id", &req.task_id)?,
         epoch: req.epoch,
         profile_id: parse_optional_id("profile_id", &req.profile_id)?,
@@ -296,7 +307,12 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::StartSessionResponse>, Status> {
-        let spec = start_spec(request.into_inner())?;
+        let team = team(
+            &request,
+            &request.get_ref().team_id,
+            Permission::TasksCreate,
+        )?;
+        let spec = start_spec(team, request.into_inner())?;
         let started = self.sessions.start(spec).await?;
         Ok(Response::new(pb::StartSessionResponse {
             session: Some(session_to_pb(&started.session)),
@@ -308,15 +324,15 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::StopSessionRequest>,
     ) -> Result<Response<pb::StopSessionResponse>, Status> {
+        let team = team(
+            &request,
+            &request.get_ref().team_id,
+            Permission::SessionsStop,
+        )?;
         let req = request.into_inner();
         let session = self
             .sessions
-            .stop(
-                team(&req.team_id)?,
-                session_id(&req.session_id)?,
-                &req.reason,
-                req.force,
-            )
+            .stop(team, session_id(&req.session_id)?, &req.reason, req.force)
             .await?;
         Ok(Response::new(pb::StopSessionResponse {
             session: Some(session_to_pb(&session)),
@@ -327,10 +343,15 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::GetSessionResponse>, Status> {
+        let team = team(
+            &request,
+            &request.get_ref().team_id,
+            Permission::SessionsRead,
+        )?;
         let req = request.into_inner();
         let session = self
             .sessions
-            .get(team(&req.team_id)?, session_id(&req.session_id)?)
+            .get(team, session_id(&req.session_id)?)
             .await?;
         Ok(Response::new(pb::GetSessionResponse {
             session: Some(session_to_pb(&session)),
@@ -341,6 +362,11 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let team = team(
+            &request,
+            &request.get_ref().team_id,
+            Permission::SessionsRead,
+        )?;
         let req = request.into_inner();
         let page = req.page.unwrap_or_default();
         let filter = ListFilter {
@@ -354,10 +380,7 @@ impl OrchestratorService for OrchestratorGrpc {
             after: parse_optional_id("page.page_token", &page.page_token)?,
         };
         let size = usize::try_from(page.page_size).unwrap_or(usize::MAX);
-        let page = self
-            .sessions
-            .list(team(&req.team_id)?, &filter, size)
-            .await?;
+        let page = self.sessions.list(team, &filter, size).await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: page.sessions.iter().map(session_to_pb).collect(),
             page: Some(godel_common::PageResponse {
@@ -372,8 +395,12 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::StreamSessionEventsRequest>,
     ) -> Result<Response<Self::StreamSessionEventsStream>, Status> {
+        let team = team(
+            &request,
+            &request.get_ref().team_id,
+            Permission::SessionsRead,
+        )?;
         let req = request.into_inner();
-        let team = team(&req.team_id)?;
         let id = session_id(&req.session_id)?;
         // Fails here (not inside the stream) when the session is not the team's.
         let session = self.sessions.get(team, id).await?;

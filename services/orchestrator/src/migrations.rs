@@ -1,13 +1,16 @@
 //! The orchestrator service's schema migrations, applied in order on every start.
 
+mod create_provider_keys;
 mod create_sessions;
 
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
+pub(crate) use create_provider_keys::CreateProviderKeys;
 pub(crate) use create_sessions::CreateSessions;
 
 /// Every migration of the orchestrator's database, in order (the outbox, then
-/// sessions, their event logs and task epoch fences).
+/// sessions, their event logs and task epoch fences, then provider keys and
+/// session tokens).
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -19,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(godel_store::CreateOutbox),
             Box::new(CreateSessions),
+            Box::new(CreateProviderKeys),
         ]
     }
 }

@@ -18,7 +18,7 @@ mod supervisor;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::SessionsConfig;
 use crate::runtime::worktree::{WorktreeConfig, WorktreeManager};
 
+pub use adapter::LlmAccess;
 pub use model::{
     LogBody, LoggedEvent, NewEvent, Repository, Session, SessionLimits, SessionResult,
     SessionState, Usage,
@@ -126,6 +127,8 @@ struct Inner {
     worktrees: WorktreeManager,
     live: Mutex<HashMap<SessionId, Arc<Live>>>,
     tracker: TaskTracker,
+    /// The LLM proxy's base URL, when it runs: every session then gets a token.
+    llm_proxy: OnceLock<String>,
 }
 
 /// The sessions of this orchestrator. Cheap to clone.
@@ -165,12 +168,56 @@ impl Sessions {
                 worktrees,
                 live: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
+                llm_proxy: OnceLock::new(),
             }),
         }
     }
 
     pub fn orchestrator_id(&self) -> OrchestratorId {
         self.inner.orchestrator_id
+    }
+
+    /// Hands every session started from now on a token for the LLM proxy at
+    /// `base_url` (set once, before sessions start; later calls are ignored).
+    pub fn set_llm_proxy(&self, base_url: String) {
+        let _ = self.inner.llm_proxy.set(base_url);
+    }
+
+    /// Appends a `usage` event metered by the LLM proxy to session `id`'s log
+    /// (adding to its totals), with `raw` describing the call.
+    pub async fn record_usage(
+        &self,
+        id: SessionId,
+        usage: Usage,
+        raw: String,
+    ) -> Result<Session, Error> {
+        let txn = self.inner.begin().await?;
+        let mut session = store::load(&txn, id, None, true)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("session {id}")))?;
+        let event = NewEvent {
+            body: LogBody::Usage {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cost_micro_usd: usage.cost_micro_usd,
+            },
+            raw,
+        };
+        let logged = store::append(&txn, &mut session, vec![event], Utc::now()).await?;
+        let outbox = logged
+            .iter()
+            .map(|event| events::activity_event(&session, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner.commit(txn, &outbox).await?;
+        if let Some(live) = self.inner.live_handle(id) {
+            live.bump();
+        }
+        Ok(session)
+    }
+
+    /// Usage totals of `team`'s sessions, of one task's when `task` is given.
+    pub async fn usage(&self, team: TeamId, task: Option<TaskId>) -> Result<Usage, Error> {
+        store::usage_totals(self.inner.db.conn(), team, task).await
     }
 
     /// Records a session for `spec` and starts running it. The same task and epoch
@@ -570,6 +617,9 @@ impl Inner {
         let reason = change.reason.clone();
         let now = Utc::now();
         let (session, logged) = store::transition(&txn, &current, to, change, extra, now).await?;
+        if to.is_terminal() {
+            crate::proxy::tokens::revoke(&txn, id, now).await?;
+        }
         let mut outbox = logged
             .iter()
             .map(|event| events::activity_event(&session, event))

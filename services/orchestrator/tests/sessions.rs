@@ -23,15 +23,15 @@ use godel_store::sea_orm::{ConnectionTrait, Statement};
 use godel_store::{DatabaseConfig, OutboxRelay, RelayConfig};
 use godel_test_utils::eventually;
 use godel_test_utils::git::{git, init_repo};
+use godel_test_utils::identity::{Authed, TestIssuer, authed};
 use godel_test_utils::postgres::{DbKind, TestDb};
 use godel_types::{OrchestratorId, TaskId, TeamId};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 const SIM_AGENT: &str = env!("CARGO_BIN_EXE_godel-sim-agent");
 const WAIT: Duration = Duration::from_secs(60);
 
-type Client = OrchestratorServiceClient<Channel>;
+type Client = OrchestratorServiceClient<Authed>;
 
 fn database(test_db: &TestDb) -> DatabaseConfig {
     DatabaseConfig {
@@ -70,10 +70,18 @@ struct Harness {
     repo: PathBuf,
     base: String,
     team: TeamId,
+    /// Signs the callers' access tokens; the service trusts it.
+    issuer: TestIssuer,
     test_db: TestDb,
 }
 
 impl Harness {
+    /// A client acting as a new user holding every permission in `team`.
+    async fn client_of(&self, team: TeamId) -> Client {
+        let url = format!("http://{}", self.running.as_ref().unwrap().grpc_addr());
+        Client::new(authed(&url, &self.issuer.team_admin(team)).await)
+    }
+
     async fn new(kind: DbKind) -> Self {
         Self::with(kind, |_| {}).await
     }
@@ -112,18 +120,25 @@ impl Harness {
             ..OrchestratorConfig::default()
         };
         let shutdown = CancellationToken::new();
-        let running = godel_orchestrator::start(
+        let issuer = TestIssuer::new();
+        let running = godel_orchestrator::start_with_verifier(
             config,
             Dependencies {
                 bus: bus.clone() as Arc<dyn Bus>,
             },
+            issuer.verifier(),
             shutdown.clone(),
         )
         .await
         .unwrap();
-        let client = Client::connect(format!("http://{}", running.grpc_addr()))
-            .await
-            .unwrap();
+        let team = TeamId::new();
+        let client = Client::new(
+            authed(
+                &format!("http://{}", running.grpc_addr()),
+                &issuer.team_admin(team),
+            )
+            .await,
+        );
         Self {
             _bus: bus,
             client,
@@ -133,7 +148,8 @@ impl Harness {
             root,
             repo,
             base,
-            team: TeamId::new(),
+            team,
+            issuer,
             test_db,
         }
     }
@@ -479,25 +495,50 @@ async fn a_session_runs_to_success_and_streams_its_events(kind: DbKind) {
         .into_inner();
     assert_eq!(list.sessions.len(), 1);
     assert_eq!(list.sessions[0].id, session.id);
-    let other_team = h
-        .client
+    // A member of another team sees none of this team's sessions; naming this
+    // team with a token of the other is refused.
+    let other = TeamId::new();
+    let mut outsider = h.client_of(other).await;
+    let other_team = outsider
         .list_sessions(pb::ListSessionsRequest {
-            team_id: TeamId::new().to_string(),
+            team_id: other.to_string(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert!(other_team.sessions.is_empty());
-    let status = h
-        .client
+    let status = outsider
         .get_session(pb::GetSessionRequest {
-            team_id: TeamId::new().to_string(),
+            team_id: other.to_string(),
             session_id: session.id.clone(),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = outsider
+        .get_session(pb::GetSessionRequest {
+            team_id: h.team.to_string(),
+            session_id: session.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    // Without a token nothing is answered.
+    let mut anonymous = OrchestratorServiceClient::connect(format!(
+        "http://{}",
+        h.running.as_ref().unwrap().grpc_addr()
+    ))
+    .await
+    .unwrap();
+    let status = anonymous
+        .list_sessions(pb::ListSessionsRequest {
+            team_id: h.team.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
     // Every state change and every log entry reached the bus through the outbox.
     let published = eventually("every event is published", WAIT, || {
@@ -700,9 +741,15 @@ async fn a_stale_epoch_is_refused(kind: DbKind) {
     assert!(status.message().contains("stale"), "{status:?}");
 
     // Another team cannot start a session for this task.
+    let other = TeamId::new();
     let mut foreign = h.request(task, 5, long.clone());
-    foreign.team_id = TeamId::new().to_string();
-    let status = h.client.start_session(foreign).await.unwrap_err();
+    foreign.team_id = other.to_string();
+    let status = h
+        .client_of(other)
+        .await
+        .start_session(foreign)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
 
     // A newer epoch starts a new session and stops the one holding the old epoch.

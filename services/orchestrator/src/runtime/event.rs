@@ -249,6 +249,65 @@ pub fn parse_line(stream: OutputStream, line: &str) -> SessionEvent {
     }
 }
 
+/// What one output line of an agent produced: its normalized events, and what to
+/// send the agent in answer (RPC modes: a command written to its stdin, or the end
+/// of its input).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    pub events: Vec<SessionEvent>,
+    /// Bytes to write to the agent's stdin (needs a stdin pipe).
+    pub reply: Option<Vec<u8>>,
+    /// Close the agent's stdin after `reply`: the agent has nothing more to do.
+    pub close_stdin: bool,
+}
+
+impl Parsed {
+    /// One event, nothing to send.
+    pub fn one(event: SessionEvent) -> Self {
+        Self {
+            events: vec![event],
+            ..Self::default()
+        }
+    }
+
+    /// Events, nothing to send.
+    pub fn events(events: Vec<SessionEvent>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+}
+
+/// One agent's output protocol: turns its output lines into normalized events (a
+/// parser may keep state across lines, e.g. a tool call's input until its result),
+/// may talk back on the agent's stdin, and judges the run from the events.
+pub trait LineParser: Send {
+    /// Bytes to write to the agent's stdin right after it started (RPC modes: the
+    /// prompt command).
+    fn opening(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Parses one line of `stream` (without its line ending).
+    fn parse(&mut self, stream: OutputStream, line: &str) -> Parsed;
+
+    /// The run's outcome from its events; never from the exit code.
+    fn judge(&self, events: &[SessionEvent]) -> Verdict {
+        judge(events)
+    }
+}
+
+/// The generic command adapter's protocol: every line through [`parse_line`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandParser;
+
+impl LineParser for CommandParser {
+    fn parse(&mut self, stream: OutputStream, line: &str) -> Parsed {
+        Parsed::one(parse_line(stream, line))
+    }
+}
+
 /// How a session ended, judged from its events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::confine::{self, ConfineError, ConfinementLevel, FsPolicy, Limits};
-use super::event::{self, OutputStream, SessionEvent, Verdict};
+use super::event::{OutputStream, SessionEvent, Verdict};
+use crate::adapters::Protocol;
 
 /// Variables passed through from the orchestrator's environment when set; every
 /// other variable of the orchestrator is withheld from agents.
@@ -40,7 +41,8 @@ pub enum Interrupt {
     /// A signal sent to the agent's process group.
     Signal(Signal),
     /// Bytes written to the agent's stdin (needs [`StdinMode::Pipe`]), e.g. an RPC
-    /// abort command.
+    /// abort command; the pipe is closed after them, so an agent that reads commands
+    /// until the end of its input ends too.
     Stdin(Vec<u8>),
 }
 
@@ -94,6 +96,9 @@ pub struct AgentSpec {
     pub landlock: bool,
     pub stdin: StdinMode,
     pub stop: StopPolicy,
+    /// How the agent's output is parsed (and, for RPC modes, what is written to
+    /// its stdin); the generic command adapter's by default.
+    pub protocol: Protocol,
 }
 
 impl AgentSpec {
@@ -125,6 +130,7 @@ impl AgentSpec {
             landlock: true,
             stdin: StdinMode::Null,
             stop: StopPolicy::default(),
+            protocol: Protocol::default(),
         }
     }
 }
@@ -341,7 +347,7 @@ impl AgentProcess {
                 StopStep::Interrupt => match &policy.interrupt {
                     Interrupt::Signal(signal) => self.signal_group(*signal)?,
                     Interrupt::Stdin(bytes) => {
-                        if let Some(stdin) = self.stdin.as_mut() {
+                        if let Some(mut stdin) = self.stdin.take() {
                             // The agent may have closed its stdin; SIGTERM follows anyway.
                             let _ = stdin.write_all(bytes).await;
                             let _ = stdin.flush().await;
@@ -493,10 +499,11 @@ pub struct RunReport {
     pub stop: Option<StopReport>,
 }
 
-/// Runs an agent to its end: spawns it, parses its output with the generic command
-/// adapter ([`event::parse_line`]), calls `on_event` for each event, stops it on
-/// `cancel` or at the wall-clock limit, kills what it left in its process group
-/// after it exits, and judges the outcome from the events.
+/// Runs an agent to its end: spawns it, parses its output with the spec's
+/// [`Protocol`] (answering on its stdin when the protocol does), calls `on_event`
+/// for each event, stops it on `cancel` or at the wall-clock limit, kills what it
+/// left in its process group after it exits, and judges the outcome from the events
+/// (with the protocol's judge).
 pub async fn run(
     spec: &AgentSpec,
     cancel: &CancellationToken,
@@ -519,10 +526,18 @@ pub async fn run_spawned(
 ) -> Result<RunReport, ProcessError> {
     let mut lines = process.lines.take();
     let mut events = Vec::new();
+    let mut parser = spec.protocol.parser(&spec.workdir);
+    if let Some(bytes) = parser.opening() {
+        write_stdin(&mut process, &bytes, false).await;
+    }
+    // Returns what the parser wants written to the agent's stdin.
     let mut record = |line: OutputLine, events: &mut Vec<SessionEvent>| {
-        let event = event::parse_line(line.stream, &line.line);
-        on_event(&event);
-        events.push(event);
+        let parsed = parser.parse(line.stream, &line.line);
+        for event in parsed.events {
+            on_event(&event);
+            events.push(event);
+        }
+        (parsed.reply, parsed.close_stdin)
     };
     let deadline = spec
         .limits
@@ -540,7 +555,12 @@ pub async fn run_spawned(
     loop {
         tokio::select! {
             line = recv(&mut lines) => match line {
-                Some(line) => record(line, &mut events),
+                Some(line) => {
+                    let (reply, close) = record(line, &mut events);
+                    if reply.is_some() || close {
+                        write_stdin(&mut process, reply.as_deref().unwrap_or_default(), close).await;
+                    }
+                }
                 None => lines = None,
             },
             status = process.wait(), if process.exit.is_none() => {
@@ -581,7 +601,10 @@ pub async fn run_spawned(
         loop {
             tokio::select! {
                 report = &mut stop => break report?,
-                Some(line) = recv(&mut lines) => record(line, &mut events),
+                // The agent is being stopped: what the parser would answer is moot.
+                Some(line) = recv(&mut lines) => {
+                    record(line, &mut events);
+                }
             }
         }
     };
@@ -606,7 +629,7 @@ pub async fn run_spawned(
                 spec.limits.wall_clock.unwrap_or_default()
             ),
         },
-        RunEnd::Exited => match (event::judge(&events), exit.and_then(killed_by)) {
+        RunEnd::Exited => match (parser.judge(&events), exit.and_then(killed_by)) {
             (Verdict::Failed { reason }, Some(signal)) => Verdict::Failed {
                 reason: format!("{reason}; the agent was killed by {signal}"),
             },
@@ -621,6 +644,20 @@ pub async fn run_spawned(
         confinement: process.confinement(),
         stop: (end != RunEnd::Exited).then_some(stop_report),
     })
+}
+
+/// Writes `bytes` to the agent's stdin pipe (when it has one), then closes it when
+/// `close`. A write error means the agent closed its end: nothing to do.
+async fn write_stdin(process: &mut AgentProcess, bytes: &[u8], close: bool) {
+    if let Some(stdin) = process.stdin.as_mut()
+        && !bytes.is_empty()
+    {
+        let _ = stdin.write_all(bytes).await;
+        let _ = stdin.flush().await;
+    }
+    if close {
+        process.stdin = None;
+    }
 }
 
 async fn recv(lines: &mut Option<mpsc::Receiver<OutputLine>>) -> Option<OutputLine> {

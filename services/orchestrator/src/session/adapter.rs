@@ -1,14 +1,18 @@
 //! Adapters: how a session's agent is started. `sim` runs the simulated agent
-//! (`godel-sim-agent`) with flags from the task payload's `sim` object; every name in
-//! `sessions.commands` is a generic command adapter. Both print lines that
+//! (`godel-sim-agent`) with flags from the task payload's `sim` object; `pi`,
+//! `claude-code` and `codex` run those agent CLIs (see [`crate::adapters`], which
+//! also parses their output); every name in `sessions.commands` is a generic command
+//! adapter. The simulated agent and commands print lines that
 //! [`crate::runtime::event::parse_line`] normalizes.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use godel_config::Secret;
 use godel_error::Error;
 
 use super::model::Session;
+use crate::adapters::{self, Cli};
 use crate::config::SessionsConfig;
 use crate::runtime::process::{AgentSpec, StopPolicy};
 
@@ -42,6 +46,9 @@ pub(crate) fn validate(
         sim_args(payload)?;
         return Ok(());
     }
+    if Cli::from_name(adapter).is_some() {
+        return Ok(());
+    }
     if config.commands.contains_key(adapter) {
         return Ok(());
     }
@@ -51,13 +58,29 @@ pub(crate) fn validate(
     ))
 }
 
-/// The agent process of `session`, working in `workdir` with its home at `home`.
+/// How a session's agent reaches Godel's LLM proxy: the proxy's base URL (no path,
+/// `http://host:port`) and the session's token, which is bound to the session's team,
+/// session and budget and expires with it. The only credential an agent ever holds.
+#[derive(Debug, Clone)]
+pub struct LlmAccess {
+    pub base_url: String,
+    pub token: Secret<String>,
+}
+
+/// The agent process of `session`, working in `workdir` with its home at `home`,
+/// talking to models through `llm` when the orchestrator runs its LLM proxy.
 pub(crate) fn agent_spec(
     config: &SessionsConfig,
     session: &Session,
     workdir: &Path,
     home: &Path,
+    llm: Option<&LlmAccess>,
 ) -> Result<AgentSpec, Error> {
+    if let Some(cli) = Cli::from_name(&session.adapter) {
+        let spec = adapters::spec(cli, config, &session.prompt, workdir, home, llm)
+            .map_err(|e| Error::failed_precondition(e.to_string()))?;
+        return Ok(with_session(config, session, spec));
+    }
     let (program, args): (PathBuf, Vec<OsString>) = if session.adapter == SIM {
         (sim_agent_path(config), sim_args(&session.payload)?)
     } else {
@@ -73,6 +96,18 @@ pub(crate) fn agent_spec(
         )
     };
     let mut spec = AgentSpec::new(program, args, workdir, home);
+    if let Some(llm) = llm {
+        spec.env.extend([
+            ("GODEL_LLM_BASE_URL".to_owned(), llm.base_url.clone()),
+            ("GODEL_SESSION_TOKEN".to_owned(), llm.token.expose().clone()),
+        ]);
+    }
+    Ok(with_session(config, session, spec))
+}
+
+/// Adds what every adapter's agent gets: the session's variables, Landlock by the
+/// configuration, its wall-clock limit and the configured stop waits.
+fn with_session(config: &SessionsConfig, session: &Session, mut spec: AgentSpec) -> AgentSpec {
     spec.env.extend([
         ("GODEL_SESSION_ID".to_owned(), session.id.to_string()),
         ("GODEL_TASK_ID".to_owned(), session.task_id.to_string()),
@@ -90,9 +125,9 @@ pub(crate) fn agent_spec(
     spec.stop = StopPolicy {
         interrupt_wait: config.interrupt_wait,
         term_wait: config.term_wait,
-        ..StopPolicy::default()
+        ..spec.stop
     };
-    Ok(spec)
+    spec
 }
 
 /// The configured simulated agent, else the one next to the running executable,

@@ -430,6 +430,34 @@ pub(crate) async fn of_orchestrator<C: ConnectionTrait>(
     rows.iter().map(session_from_row).collect()
 }
 
+/// Usage totals of `team`'s sessions (of `task`'s only, when given).
+pub(crate) async fn usage_totals<C: ConnectionTrait>(
+    conn: &C,
+    team: TeamId,
+    task: Option<TaskId>,
+) -> Result<Usage, Error> {
+    let mut sql = "SELECT CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+        CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+        CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) AS cost_micro_usd \
+        FROM sessions WHERE team_id = $1"
+        .to_owned();
+    let mut values: Vec<Value> = vec![team.to_string().into()];
+    if let Some(task) = task {
+        sql.push_str(" AND task_id = $2");
+        values.push(task.to_string().into());
+    }
+    let row = conn
+        .query_one_raw(stmt(conn, sql, values))
+        .await
+        .map_err(db_err("summing session usage"))?
+        .ok_or_else(|| Error::internal("no usage totals"))?;
+    Ok(Usage {
+        input_tokens: unsigned("input_tokens", get(&row, "input_tokens")?)?,
+        output_tokens: unsigned("output_tokens", get(&row, "output_tokens")?)?,
+        cost_micro_usd: unsigned("cost_micro_usd", get(&row, "cost_micro_usd")?)?,
+    })
+}
+
 /// Fields a transition sets besides the state (each only when given).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Change {

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::{LogBody, NewEvent, Session, SessionResult, SessionState};
 use super::store::Change;
-use super::{Inner, Live, StopRequest, adapter};
-use crate::runtime::event::{AgentState, SessionEvent, Verdict};
+use super::{Inner, Live, LlmAccess, StopRequest, adapter};
+use crate::runtime::event::{AgentState, EventBody, OutputStream, SessionEvent, Verdict};
 use crate::runtime::process::{self, AgentProcess, RunEnd, RunReport};
 use crate::runtime::worktree::{Finished, RepoSource, Worktree};
 use godel_types::SessionId;
@@ -153,17 +153,29 @@ async fn run(
     {
         Ok(worktree) => worktree,
         Err(error) => {
-            let message = format!("cannot prepare the workspace: {}", chain(&error));
+            let message = format!(
+                "cannot prepare the workspace: {}",
+                godel_error::chain(&error)
+            );
             fail(inner, &session, "workspace_failed", message).await?;
             return Ok(());
         }
     };
     let home = inner.home(session.id);
-    let spawned =
-        adapter::agent_spec(&inner.config, &session, &worktree.path, &home).and_then(|spec| {
+    let llm = match llm_access(inner, &session).await {
+        Ok(llm) => llm,
+        Err(error) => {
+            keep(inner, &worktree).await;
+            let message = format!("cannot mint the session's LLM token: {}", error.message);
+            fail(inner, &session, "agent_start_failed", message).await?;
+            return Ok(());
+        }
+    };
+    let spawned = adapter::agent_spec(&inner.config, &session, &worktree.path, &home, llm.as_ref())
+        .and_then(|spec| {
             AgentProcess::spawn(&spec)
                 .map(|process| (spec, process))
-                .map_err(|e| Error::failed_precondition(chain(&e)))
+                .map_err(|e| Error::failed_precondition(godel_error::chain(&e)))
         });
     let (spec, process) = match spawned {
         Ok(spawned) => spawned,
@@ -202,7 +214,14 @@ async fn run(
     // The agent's events go through an unbounded channel (the runtime calls back
     // synchronously) to a writer that appends whatever has arrived in one batch.
     let (tx, rx) = mpsc::unbounded_channel::<SessionEvent>();
-    let writer = tokio::spawn(write_events(inner.clone(), session, rx, live.clone()));
+    let metered = llm.is_some();
+    let writer = tokio::spawn(write_events(
+        inner.clone(),
+        session,
+        rx,
+        live.clone(),
+        metered,
+    ));
     let report = process::run_spawned(process, &spec, &live.cancel, &live.force, move |event| {
         let _ = tx.send(event.clone());
     })
@@ -224,21 +243,48 @@ async fn run(
         Ok(report) => report,
         Err(error) => {
             keep(inner, &worktree).await;
-            fail(inner, &session, "agent_failed", chain(&error)).await?;
+            fail(inner, &session, "agent_failed", godel_error::chain(&error)).await?;
             return Ok(());
         }
     };
     finish(inner, &session, live, &worktree, &report).await
 }
 
+/// With the LLM proxy running: a token for `session`, expiring at its wall-clock
+/// limit (and revoked when it ends), and the proxy's address.
+async fn llm_access(inner: &Inner, session: &Session) -> Result<Option<LlmAccess>, Error> {
+    let Some(base_url) = inner.llm_proxy.get() else {
+        return Ok(None);
+    };
+    let limit = session
+        .limits
+        .max_duration
+        .unwrap_or(inner.config.default_max_duration);
+    let expires_at = chrono::TimeDelta::from_std(limit)
+        .ok()
+        .and_then(|limit| chrono::Utc::now().checked_add_signed(limit))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    let token = crate::proxy::tokens::mint(inner.db.conn(), session, expires_at).await?;
+    Ok(Some(LlmAccess {
+        base_url: base_url.clone(),
+        token,
+    }))
+}
+
 /// Appends the agent's events in batches until the channel closes; moves the
 /// session between running and awaiting-approval as the agent reports it. Returns
 /// the session as it is after the last batch.
+///
+/// When the session's model calls go through the LLM proxy (`metered`), the proxy
+/// records each call's usage from the provider's own figures; the usage the agent
+/// reports about itself is then kept as a raw event (its line unchanged), so it is
+/// neither counted twice nor able to understate what the team pays.
 async fn write_events(
     inner: Arc<Inner>,
     mut session: Session,
     mut rx: mpsc::UnboundedReceiver<SessionEvent>,
     live: Arc<Live>,
+    metered: bool,
 ) -> Result<Session, Error> {
     let max_batch = inner.config.max_event_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
@@ -255,11 +301,18 @@ async fn write_events(
         let events: Vec<NewEvent> = batch
             .drain(..)
             .map(|event| {
-                if let crate::runtime::event::EventBody::State { state, .. } = &event.body {
+                if let EventBody::State { state, .. } = &event.body {
                     waiting = Some(*state == AgentState::AwaitingApproval);
                 }
+                let body = match event.body {
+                    EventBody::Usage { .. } if metered => EventBody::Raw {
+                        stream: OutputStream::Stdout,
+                        text: event.raw.clone(),
+                    },
+                    body => body,
+                };
                 NewEvent {
-                    body: event.body.into(),
+                    body: body.into(),
                     raw: event.raw,
                 }
             })
@@ -368,7 +421,7 @@ async fn finish(
             Ok(Finished::Kept { .. }) => {}
             Err(error) => {
                 keep(inner, worktree).await;
-                let message = format!("cannot commit the work: {}", chain(&error));
+                let message = format!("cannot commit the work: {}", godel_error::chain(&error));
                 result.outcome = message.clone();
                 extra.push(NewEvent::own(LogBody::Error {
                     code: "commit_failed".to_owned(),
@@ -417,7 +470,7 @@ async fn finish(
 /// Keeps a worktree by the cleanup policy (logging a failure to do so).
 async fn keep(inner: &Inner, worktree: &Worktree) {
     if let Err(error) = inner.worktrees.finish(worktree, false).await {
-        tracing::warn!(path = %worktree.path.display(), error = %chain(&error), "cannot record a kept worktree");
+        tracing::warn!(path = %worktree.path.display(), error = %godel_error::chain(&error), "cannot record a kept worktree");
     }
 }
 
@@ -432,16 +485,4 @@ fn exit_of(report: &RunReport) -> (Option<i32>, Option<String>) {
         .and_then(|s| Signal::try_from(s).ok())
         .map(|s| s.as_str().to_owned());
     (status.code(), signal)
-}
-
-/// An error and its sources, for messages stored with a session.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
