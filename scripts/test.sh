@@ -20,7 +20,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "agent CLIs (Pi, Claude Code, Codex) for the adapter tests"
+AGENT_CLI_BIN="$(scripts/agents.sh)"
+export AGENT_CLI_BIN
+
 step "cargo nextest"
+export OIDC_PROVIDER_DIR; OIDC_PROVIDER_DIR="$(scripts/oidc-provider.sh)" # auth SSO tests: a real OpenID provider
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --locked --profile "$profile"
+scripts/deploy-check.sh
