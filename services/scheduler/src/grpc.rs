@@ -5,6 +5,8 @@
 //! every team's queue stats is a service or an operator). Orchestrator calls are
 //! proven by the lease owner and the epoch.
 
+mod profiles;
+
 use std::collections::BTreeMap;
 
 use godel_error::Error;
@@ -34,6 +36,7 @@ pub struct SchedulerGrpc {
     completions: Coalescer<Completion, Task>,
     /// Tasks from concurrent `SubmitTask` calls, written together.
     submissions: Coalescer<(TeamId, NewTask), Submitted>,
+    profiles: crate::profiles::Profiles,
 }
 
 impl SchedulerGrpc {
@@ -53,6 +56,7 @@ impl SchedulerGrpc {
                 async move { queue.submit_group(batch).await }
             });
         Self {
+            profiles: crate::profiles::Profiles::new(queue.db().clone()),
             queue,
             registry,
             completions,
@@ -712,5 +716,32 @@ impl SchedulerService for SchedulerGrpc {
             }
             .await,
         )
+    }
+
+    async fn put_profile(
+        &self,
+        request: Request<pb::PutProfileRequest>,
+    ) -> Result<Response<pb::PutProfileResponse>, Status> {
+        Ok(Response::new(
+            profiles::put(&self.profiles, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_profiles(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        Ok(Response::new(
+            profiles::list(&self.profiles, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_profile(
+        &self,
+        request: Request<pb::DeleteProfileRequest>,
+    ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
+        Ok(Response::new(
+            profiles::delete(&self.profiles, request.into_inner()).await?,
+        ))
     }
 }

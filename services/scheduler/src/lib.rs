@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod grpc;
 pub mod leader;
 mod migrations;
+pub mod profiles;
 pub mod queue;
 pub mod registry;
 

@@ -3,6 +3,7 @@
 mod add_task_details;
 mod create_leadership;
 mod create_plans;
+mod create_profiles;
 mod create_queue;
 
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
@@ -10,10 +11,11 @@ use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 pub(crate) use add_task_details::AddTaskDetails;
 pub(crate) use create_leadership::CreateLeadership;
 pub(crate) use create_plans::CreatePlans;
+pub(crate) use create_profiles::CreateProfiles;
 pub(crate) use create_queue::CreateQueue;
 
 /// Every migration of the scheduler's database, in order (the outbox, the queue, plans and
-/// the orchestrator registry, then task labels and profiles and error codes, then leadership of the dispatch loop).
+/// the orchestrator registry, then task labels and profiles and error codes, then leadership of the dispatch loop, then agent profiles).
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -28,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreatePlans),
             Box::new(AddTaskDetails),
             Box::new(CreateLeadership),
+            Box::new(CreateProfiles),
         ]
     }
 }
