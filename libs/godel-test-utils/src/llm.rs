@@ -13,7 +13,8 @@
 //! [`Script::output_tokens`] in the API's own usage shape. Every request is recorded
 //! (method, path, query, headers, JSON body) so a test can assert what the provider
 //! saw, e.g. the credential an agent sent. [`ScriptedLlm::fail_with`] makes every
-//! later request answer an error status in the API's error shape.
+//! later request answer an error status in the API's error shape;
+//! [`ScriptedLlm::hold`] holds replies until [`ScriptedLlm::release`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -107,6 +108,8 @@ struct Shared {
 struct AppState {
     script: Arc<Script>,
     shared: Arc<Mutex<Shared>>,
+    /// Open (true) unless [`ScriptedLlm::hold`] closed it: model replies wait for it.
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -138,6 +141,7 @@ impl ScriptedLlm {
         let state = AppState {
             script: Arc::new(script),
             shared: Arc::default(),
+            gate: Arc::new(tokio::sync::watch::Sender::new(true)),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
@@ -175,6 +179,17 @@ impl ScriptedLlm {
         self.state.lock().replies
     }
 
+    /// Makes model replies wait (each request is recorded first) until
+    /// [`ScriptedLlm::release`]: a test can act while the agent waits for its model.
+    pub fn hold(&self) {
+        self.state.gate.send_replace(false);
+    }
+
+    /// Lets held and later model replies go.
+    pub fn release(&self) {
+        self.state.gate.send_replace(true);
+    }
+
     /// Answers every later model request with `status` (e.g. 401, 500) in the API's
     /// error shape; `None` goes back to the script.
     pub fn fail_with(&self, status: Option<u16>) {
@@ -190,7 +205,7 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    reply(Api::ChatCompletions, &state, &method, &uri, &headers, &body)
+    reply(Api::ChatCompletions, &state, &method, &uri, &headers, &body).await
 }
 
 async fn responses(
@@ -200,7 +215,7 @@ async fn responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    reply(Api::Responses, &state, &method, &uri, &headers, &body)
+    reply(Api::Responses, &state, &method, &uri, &headers, &body).await
 }
 
 async fn messages(
@@ -210,7 +225,7 @@ async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    reply(Api::Messages, &state, &method, &uri, &headers, &body)
+    reply(Api::Messages, &state, &method, &uri, &headers, &body).await
 }
 
 async fn count_tokens(
@@ -264,7 +279,7 @@ fn record(
     body
 }
 
-fn reply(
+async fn reply(
     api: Api,
     state: &AppState,
     method: &Method,
@@ -273,6 +288,8 @@ fn reply(
     body: &[u8],
 ) -> Response {
     let body = record(state, method, uri, headers, body);
+    let mut gate = state.gate.subscribe();
+    let _ = gate.wait_for(|open| *open).await;
     let failure = state.lock().fail_with;
     if let Some(status) = failure {
         return error_response(api, status);

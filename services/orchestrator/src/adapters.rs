@@ -45,6 +45,12 @@ impl Cli {
         }
     }
 
+    /// Whether a running agent of this CLI can be steered (its protocol has a
+    /// [`Protocol::steer_command`]).
+    pub fn steerable(self) -> bool {
+        matches!(self, Self::Pi)
+    }
+
     /// The CLI whose adapter is called `name`.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|cli| cli.name() == name)
@@ -76,6 +82,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The line that steers a running agent with `message` (it takes the message
+    /// into its conversation mid-run), for the protocols that can; `None` otherwise.
+    pub fn steer_command(&self, message: &str) -> Option<Vec<u8>> {
+        match self {
+            Self::PiRpc { .. } => Some(pi::steer_command(message)),
+            Self::Command | Self::ClaudeCode | Self::Codex => None,
+        }
+    }
+
     /// A fresh parser for one run of an agent working in `workdir` (file paths in
     /// its events are reported relative to it).
     pub fn parser(&self, workdir: &Path) -> Box<dyn LineParser> {

@@ -83,6 +83,11 @@ pub struct SessionsConfig {
     /// How long the worktree of a failed or cancelled session is kept (`"24h"`).
     #[serde(with = "godel_config::duration")]
     pub keep_failed_for: Duration,
+    /// How often worktrees and agent homes nothing accounts for are removed (kept
+    /// worktrees past `keep_failed_for`, those of sessions that ended or are
+    /// unknown); also once at every start (`"10m"`).
+    #[serde(with = "godel_config::duration")]
+    pub sweep_interval: Duration,
     /// Accept a repository given as an absolute path on this machine (worktrees are
     /// added to it in place). Off in production: any caller could name any repository
     /// the orchestrator can read.
@@ -126,6 +131,7 @@ impl Default for SessionsConfig {
             homes_dir: PathBuf::from("/var/lib/godel/orchestrator/homes"),
             cache_dir: PathBuf::from("/var/lib/godel/orchestrator/repositories"),
             keep_failed_for: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(600),
             allow_local_repositories: false,
             default_adapter: "sim".to_owned(),
             sim_agent_path: PathBuf::new(),

@@ -339,6 +339,26 @@ impl OrchestratorService for OrchestratorGrpc {
         }))
     }
 
+    async fn steer_session(
+        &self,
+        request: Request<pb::SteerSessionRequest>,
+    ) -> Result<Response<pb::SteerSessionResponse>, Status> {
+        // Steering directs the agent's work, as starting it with a prompt does.
+        let team = team(
+            &request,
+            &request.get_ref().team_id,
+            Permission::TasksCreate,
+        )?;
+        let req = request.into_inner();
+        let session = self
+            .sessions
+            .steer(team, session_id(&req.session_id)?, &req.message)
+            .await?;
+        Ok(Response::new(pb::SteerSessionResponse {
+            session: Some(session_to_pb(&session)),
+        }))
+    }
+
     async fn get_session(
         &self,
         request: Request<pb::GetSessionRequest>,

@@ -63,6 +63,10 @@ struct Inner {
     scheduler: Scheduler,
     bus: Arc<dyn Bus>,
     draining: AtomicBool,
+    /// One registration heartbeat at a time, so the `draining` one the drain sends
+    /// is never overtaken by an older one still in flight (which would tell the
+    /// scheduler to place work here again).
+    heartbeat_turn: tokio::sync::Mutex<()>,
     /// Sessions with a watcher (lease heartbeats, then the report).
     watched: Mutex<HashSet<SessionId>>,
     /// Sessions stopped because their lease moved on: never reported.
@@ -94,6 +98,7 @@ impl Intake {
                 scheduler,
                 bus,
                 draining: AtomicBool::new(false),
+                heartbeat_turn: tokio::sync::Mutex::new(()),
                 watched: Mutex::new(HashSet::new()),
                 stale: Mutex::new(HashSet::new()),
                 starting: tokio::sync::Mutex::new(()),
@@ -429,6 +434,7 @@ impl Intake {
     /// One registration heartbeat; registers again when the scheduler forgot us.
     async fn heartbeat(&self) {
         let inner = &self.inner;
+        let _turn = inner.heartbeat_turn.lock().await;
         let active = u32::try_from(inner.sessions.live_count()).unwrap_or(u32::MAX);
         let draining = inner.draining.load(Ordering::SeqCst);
         match inner

@@ -47,6 +47,8 @@ pub enum Error {
     Intake(godel_error::Error),
     #[error("the orchestrator's provider keys or LLM proxy cannot start: {0}")]
     Proxy(godel_error::Error),
+    #[error("the orchestrator cannot recover the sessions of its last run: {0}")]
+    Recovery(godel_error::Error),
     #[error("the orchestrator cannot reach the auth service's key set")]
     Identity(#[from] godel_identity::KeySourceError),
 }
@@ -61,7 +63,9 @@ pub async fn serve(config: OrchestratorConfig, shutdown: CancellationToken) -> R
         .map_err(Error::Runtime)
 }
 
-/// Opens and migrates the database, then starts the listeners (serving the gRPC
+/// Opens and migrates the database, recovers the sessions a previous run of this
+/// orchestrator id left running (their agents killed, the sessions marked lost; see
+/// [`session::Sessions::recover`]) and sweeps stray workspaces, then starts the listeners (serving the gRPC
 /// `OrchestratorService`, see [`grpc`]) and the outbox relay. On shutdown, running
 /// sessions are stopped (they end as cancelled) before the relay publishes its last
 /// events. With `proxy.enabled`, the LLM proxy listens on `proxy.listen` and every
@@ -97,12 +101,19 @@ pub async fn start_with_verifier(
             id
         }
     };
+    let sweep_interval = config.sessions.sweep_interval;
     let sessions = session::Sessions::new(
         backend.db().clone(),
         backend.notifier(),
         config.sessions,
         orchestrator_id,
     );
+    // Before any work is taken: agents a previous run left are stopped and their
+    // sessions marked lost (intake's reconciliation reports them for a retry).
+    sessions.recover().await.map_err(Error::Recovery)?;
+    if let Err(error) = sessions.sweep_workspaces().await {
+        tracing::warn!(error = %error, "the workspace sweep at start failed");
+    }
     let kek = keys::ProviderKeys::kek_from_config(&config.keys).map_err(Error::Proxy)?;
     let provider_keys = keys::ProviderKeys::new(backend.db().clone(), kek);
     let proxy = if config.proxy.enabled {
@@ -152,6 +163,11 @@ pub async fn start_with_verifier(
             Ok(())
         });
     }
+    let sweeper = sessions.clone();
+    service = service.background("workspace-sweep", move |stop| async move {
+        sweeper.sweep_loop(sweep_interval, stop).await;
+        Ok(())
+    });
     // Registered after the outbox relay, so shutdown stops the sessions first and
     // the relay still publishes how they ended.
     let mut service = service.background("sessions", move |stop| async move {

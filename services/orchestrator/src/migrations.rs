@@ -1,16 +1,19 @@
 //! The orchestrator service's schema migrations, applied in order on every start.
 
+mod add_session_agents;
 mod create_provider_keys;
 mod create_sessions;
 
 use godel_store::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
+pub(crate) use add_session_agents::AddSessionAgents;
 pub(crate) use create_provider_keys::CreateProviderKeys;
 pub(crate) use create_sessions::CreateSessions;
 
 /// Every migration of the orchestrator's database, in order (the outbox, then
 /// sessions, their event logs and task epoch fences, then provider keys and
-/// session tokens).
+/// session tokens, then what identifies each session's agent process across a
+/// restart).
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -23,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(godel_store::CreateOutbox),
             Box::new(CreateSessions),
             Box::new(CreateProviderKeys),
+            Box::new(AddSessionAgents),
         ]
     }
 }

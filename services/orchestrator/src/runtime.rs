@@ -9,6 +9,8 @@
 
 pub mod confine;
 pub mod event;
+pub mod gate;
 pub mod process;
+pub mod reaper;
 pub mod sim_agent;
 pub mod worktree;

@@ -13,6 +13,7 @@
 mod adapter;
 mod events;
 mod model;
+mod recovery;
 mod store;
 mod supervisor;
 
@@ -38,6 +39,7 @@ pub use model::{
     LogBody, LoggedEvent, NewEvent, Repository, Session, SessionLimits, SessionResult,
     SessionState, Usage,
 };
+pub use recovery::{Recovered, Swept};
 pub use store::ListFilter;
 
 /// The runtime every session runs in for now: a worktree and a local process.
@@ -97,6 +99,16 @@ struct Live {
     changes: watch::Sender<u64>,
     /// Cancelled once the session ended and its supervisor is done.
     done: CancellationToken,
+    /// Writes to the agent's stdin while it runs, for an adapter that can be
+    /// steered (see [`Sessions::steer`]).
+    steer: Mutex<Option<Steer>>,
+}
+
+/// How a running agent is steered: its protocol's command, written to its stdin.
+#[derive(Clone)]
+struct Steer {
+    protocol: crate::adapters::Protocol,
+    stdin: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 }
 
 impl Live {
@@ -314,6 +326,7 @@ impl Sessions {
             stop: Mutex::new(None),
             changes,
             done: CancellationToken::new(),
+            steer: Mutex::new(None),
         });
         if let Ok(mut map) = self.inner.live.lock() {
             map.insert(session.id, live.clone());
@@ -406,6 +419,60 @@ impl Sessions {
                     .await
             }
         }
+    }
+
+    /// Sends `message` to the agent of running session `id`, which takes it into
+    /// its conversation mid-run (Pi's `steer`). Fails with `failed_precondition`
+    /// when the session's adapter cannot be steered, its agent is not running (not
+    /// yet, or any more) or this orchestrator does not run it.
+    pub async fn steer(
+        &self,
+        team: TeamId,
+        id: SessionId,
+        message: &str,
+    ) -> Result<Session, Error> {
+        if message.trim().is_empty() {
+            return Err(Error::invalid_argument(
+                "message",
+                "`message` must not be empty",
+            ));
+        }
+        let session = self.get(team, id).await?;
+        let steerable =
+            crate::adapters::Cli::from_name(&session.adapter).is_some_and(|cli| cli.steerable());
+        if !steerable {
+            return Err(Error::failed_precondition(format!(
+                "the `{}` adapter cannot be steered (only `pi` can)",
+                session.adapter
+            )));
+        }
+        if session.state.is_terminal() {
+            return Err(Error::failed_precondition(format!(
+                "session {id} has ended ({})",
+                session.state.as_str()
+            )));
+        }
+        let Some(live) = self.inner.live_handle(id) else {
+            return Err(Error::failed_precondition(format!(
+                "session {id} does not run on this orchestrator"
+            )));
+        };
+        let steer = live.steer.lock().ok().and_then(|steer| steer.clone());
+        let line = steer
+            .as_ref()
+            .and_then(|steer| steer.protocol.steer_command(message));
+        let sent = match (steer, line) {
+            (Some(steer), Some(line)) => steer.stdin.send(line).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            return Err(Error::failed_precondition(format!(
+                "the agent of session {id} is not running (state {})",
+                session.state.as_str()
+            )));
+        }
+        tracing::info!(session_id = %id, "steered the session's agent");
+        Ok(session)
     }
 
     /// The session `id` of `team`.

@@ -587,3 +587,90 @@ async fn worktrees_of_one_repository_come_and_go_concurrently() {
         1
     );
 }
+
+/// Under Landlock git works in the session's own worktree (its admin directory
+/// read-write, the repository's git directory read-only), while another session's
+/// files, the repository's own checkout and writes into the git directory stay
+/// refused.
+#[tokio::test]
+async fn git_works_in_a_confined_worktree() {
+    let fx = Fixture::new(Duration::ZERO);
+    let repo = fx.path("repo");
+    init_repo(&repo);
+    let other = fx
+        .manager
+        .create(
+            SessionId::new(),
+            TaskId::new(),
+            &RepoSource::Local(repo.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    std::fs::write(other.path.join("secret.txt"), "other-session-secret\n").unwrap();
+
+    let session = SessionId::new();
+    let mine = fx
+        .manager
+        .create(
+            session,
+            TaskId::new(),
+            &RepoSource::Local(repo.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    std::fs::write(mine.path.join("README.md"), "changed by the agent\n").unwrap();
+    let script = format!(
+        "git status --porcelain; echo status=$?; \
+         git diff --stat; echo diff=$?; \
+         git log -1 --format=log=%H; \
+         cat '{other}/secret.txt'; echo other=$?; \
+         git -C '{other}' status --porcelain; echo other_git=$?; \
+         cat '{repo}/README.md' >/dev/null; echo checkout=$?; \
+         echo x > '{repo}/.git/planted'; echo gitwrite=$?",
+        other = other.path.display(),
+        repo = repo.display(),
+    );
+    let mut spec = sh(&script, &mine.path, &fx.home(session));
+    assert!(
+        spec.allow_worktree_git(),
+        "the workdir is a linked worktree"
+    );
+    let report = process::run(&spec, &CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    let out = messages(&report);
+    let all: String = report
+        .events
+        .iter()
+        .map(|e| format!("{}\n", e.raw))
+        .collect();
+    assert!(out.contains(&"status=0".to_owned()), "{all}");
+    assert!(out.contains(&"diff=0".to_owned()), "{all}");
+    assert!(out.contains(&" M README.md".to_owned()), "{all}");
+    assert!(
+        all.contains("README.md | "),
+        "git diff sees the change: {all}"
+    );
+    assert!(
+        out.contains(&format!("log={}", mine.base_commit)),
+        "git log reads the repository's objects: {all}"
+    );
+    let support = landlock_support();
+    eprintln!("Landlock on this kernel: {}", support.as_str());
+    assert_eq!(report.confinement, support);
+    if support == ConfinementLevel::None {
+        // No Landlock here: nothing is confined, which the session reports.
+        return;
+    }
+    assert!(out.contains(&"other=1".to_owned()), "{all}");
+    assert!(!out.contains(&"other_git=0".to_owned()), "{all}");
+    assert!(!all.contains("other-session-secret"), "{all}");
+    assert!(out.contains(&"checkout=1".to_owned()), "{all}");
+    assert!(
+        out.contains(&"gitwrite=2".to_owned()) || out.contains(&"gitwrite=1".to_owned()),
+        "{all}"
+    );
+    assert!(!repo.join(".git/planted").exists());
+}

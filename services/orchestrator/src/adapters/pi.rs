@@ -9,7 +9,8 @@
 //!
 //! The run: the prompt is sent as a `prompt` command; when `agent_end` arrives the
 //! parser asks for `get_session_stats` and, once it is answered, closes Pi's stdin,
-//! on which Pi exits. Cancel sends `abort` (then closes stdin). Success is read from
+//! on which Pi exits. Cancel sends `abort` (then closes stdin). `SteerSession` sends
+//! `steer` with the caller's message while Pi runs. Success is read from
 //! `agent_end`: the last assistant message's `stopReason` (`error`/`aborted` fail,
 //! with its `errorMessage`) — Pi exits 0 either way.
 
@@ -77,6 +78,12 @@ pub(super) fn launch(
             prompt: prompt.to_owned(),
         },
     })
+}
+
+/// The RPC command that steers Pi with `message`: queued while it works and
+/// delivered after its current tool calls (the rest of them skipped).
+pub(super) fn steer_command(message: &str) -> Vec<u8> {
+    command(&json!({"type": "steer", "message": message}))
 }
 
 /// One RPC command as a JSONL line.

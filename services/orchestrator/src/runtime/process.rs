@@ -133,6 +133,21 @@ impl AgentSpec {
             protocol: Protocol::default(),
         }
     }
+
+    /// When the working directory is a linked git worktree, lets the agent use git
+    /// in it under Landlock: the repository's common git directory read-only
+    /// (objects, refs, configuration) and the worktree's own administrative
+    /// directory read-write (its `HEAD`, `index`, reflog). Other worktrees' files
+    /// stay out of reach; committing (which writes objects and refs in the common
+    /// directory) is left to the orchestrator. Returns whether it applied.
+    pub fn allow_worktree_git(&mut self) -> bool {
+        let Some(dirs) = super::worktree::git_dirs(&self.workdir) else {
+            return false;
+        };
+        self.fs.read_only.push(dirs.common);
+        self.fs.read_write.push(dirs.admin);
+        true
+    }
 }
 
 /// Why an agent process could not be started or managed.
@@ -518,10 +533,24 @@ pub async fn run(
 /// cancelled by the time `cancel` is, the group is killed at once instead of
 /// going through the stop policy.
 pub async fn run_spawned(
+    process: AgentProcess,
+    spec: &AgentSpec,
+    cancel: &CancellationToken,
+    force: &CancellationToken,
+    on_event: impl FnMut(&SessionEvent),
+) -> Result<RunReport, ProcessError> {
+    run_steered(process, spec, cancel, force, None, on_event).await
+}
+
+/// [`run_spawned`] that also writes every message arriving on `steer` to the
+/// agent's stdin pipe while it runs (an RPC agent's commands, e.g. Pi's `steer`);
+/// a message after the pipe was closed is dropped.
+pub async fn run_steered(
     mut process: AgentProcess,
     spec: &AgentSpec,
     cancel: &CancellationToken,
     force: &CancellationToken,
+    mut steer: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     mut on_event: impl FnMut(&SessionEvent),
 ) -> Result<RunReport, ProcessError> {
     let mut lines = process.lines.take();
@@ -562,6 +591,10 @@ pub async fn run_spawned(
                     }
                 }
                 None => lines = None,
+            },
+            message = recv_steer(&mut steer) => match message {
+                Some(bytes) => write_stdin(&mut process, &bytes, false).await,
+                None => steer = None,
             },
             status = process.wait(), if process.exit.is_none() => {
                 status?;
@@ -657,6 +690,13 @@ async fn write_stdin(process: &mut AgentProcess, bytes: &[u8], close: bool) {
     }
     if close {
         process.stdin = None;
+    }
+}
+
+async fn recv_steer(steer: &mut Option<mpsc::UnboundedReceiver<Vec<u8>>>) -> Option<Vec<u8>> {
+    match steer {
+        Some(steer) => steer.recv().await,
+        None => std::future::pending().await,
     }
 }
 

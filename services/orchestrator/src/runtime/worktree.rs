@@ -6,6 +6,12 @@
 //! and fetched before each use. Every git command runs through the `git` CLI with a
 //! cleared environment: no system or global configuration, no prompts, no hooks.
 
+mod gitdir;
+pub mod integrate;
+mod strays;
+
+pub use gitdir::{GitDirs, git_dirs};
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -473,6 +479,27 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
+    let (shown, output) = git_output(dir, args).await?;
+    if !output.status.success() {
+        return Err(WorktreeError::Git {
+            args: shown,
+            dir: dir.to_path_buf(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `git -C dir args…` with a cleared environment, whatever its exit status;
+/// returns the command as shown in errors (credentials redacted) and its output.
+async fn git_output<I, S>(
+    dir: &Path,
+    args: I,
+) -> Result<(String, std::process::Output), WorktreeError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let shown = args
         .iter()
@@ -503,14 +530,7 @@ where
             dir: dir.to_path_buf(),
             source,
         })?;
-    if !output.status.success() {
-        return Err(WorktreeError::Git {
-            args: shown,
-            dir: dir.to_path_buf(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok((shown, output))
 }
 
 /// `scheme://user:token@host/…` without the `user:token@` part, so a credential in a

@@ -106,7 +106,7 @@ pub(crate) fn agent_spec(
 }
 
 /// Adds what every adapter's agent gets: the session's variables, Landlock by the
-/// configuration, its wall-clock limit and the configured stop waits.
+/// configuration (with git usable in its worktree), its wall-clock limit and the configured stop waits.
 fn with_session(config: &SessionsConfig, session: &Session, mut spec: AgentSpec) -> AgentSpec {
     spec.env.extend([
         ("GODEL_SESSION_ID".to_owned(), session.id.to_string()),
@@ -116,6 +116,7 @@ fn with_session(config: &SessionsConfig, session: &Session, mut spec: AgentSpec)
         ("GODEL_PROMPT".to_owned(), session.prompt.clone()),
     ]);
     spec.landlock = config.landlock;
+    spec.allow_worktree_git();
     spec.limits.wall_clock = Some(
         session
             .limits

@@ -16,6 +16,7 @@ use super::model::{
     SessionState, Usage,
 };
 use crate::runtime::confine::ConfinementLevel;
+use crate::runtime::reaper::AgentHandle;
 use crate::runtime::worktree::{DiffSummary, FileStat};
 
 /// The columns of `sessions`, in the order [`session_from_row`] reads them.
@@ -466,6 +467,9 @@ pub(crate) struct Change {
     pub branch: Option<(String, String)>,
     pub confinement: Option<ConfinementLevel>,
     pub result: Option<SessionResult>,
+    /// The agent's process group, recorded when it started (found again after a
+    /// crash of the orchestrator).
+    pub agent: Option<AgentHandle>,
 }
 
 /// Moves the (locked) `session` to `to` at `now`, refusing an illegal transition, and
@@ -546,6 +550,9 @@ pub(crate) async fn transition<C: ConnectionTrait>(
             "session {} changed state concurrently; retry",
             next.id
         )));
+    }
+    if let Some(agent) = &change.agent {
+        record_agent(conn, next.id, agent).await?;
     }
     let mut events = vec![NewEvent::own(LogBody::StateChange {
         from: Some(from),
@@ -694,4 +701,55 @@ pub(crate) async fn events<C: ConnectionTrait>(
             })
         })
         .collect()
+}
+
+/// Records the agent process of session `id`.
+async fn record_agent<C: ConnectionTrait>(
+    conn: &C,
+    id: SessionId,
+    agent: &AgentHandle,
+) -> Result<(), Error> {
+    conn.execute_raw(stmt(
+        conn,
+        "UPDATE sessions SET agent_pgid = $2, agent_start_ticks = $3, agent_boot_id = $4 \
+         WHERE id = $1",
+        [
+            id.to_string().into(),
+            i64::from(agent.pgid).into(),
+            signed(agent.start_ticks).into(),
+            agent.boot_id.clone().into(),
+        ],
+    ))
+    .await
+    .map_err(db_err("recording a session's agent"))?;
+    Ok(())
+}
+
+/// The agent process recorded for session `id`, if one started.
+pub(crate) async fn agent_of<C: ConnectionTrait>(
+    conn: &C,
+    id: SessionId,
+) -> Result<Option<AgentHandle>, Error> {
+    let row = conn
+        .query_one_raw(stmt(
+            conn,
+            "SELECT agent_pgid, agent_start_ticks, agent_boot_id FROM sessions WHERE id = $1",
+            [id.to_string().into()],
+        ))
+        .await
+        .map_err(db_err("reading a session's agent"))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let pgid: Option<i64> = get(&row, "agent_pgid")?;
+    let ticks: Option<i64> = get(&row, "agent_start_ticks")?;
+    let boot_id: Option<String> = get(&row, "agent_boot_id")?;
+    let (Some(pgid), Some(ticks), Some(boot_id)) = (pgid, ticks, boot_id) else {
+        return Ok(None);
+    };
+    Ok(Some(AgentHandle {
+        pgid: i32::try_from(pgid).map_err(|_| corrupt("agent_pgid", &pgid.to_string()))?,
+        start_ticks: unsigned("agent_start_ticks", ticks)?,
+        boot_id,
+    }))
 }

@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::{LogBody, NewEvent, Session, SessionResult, SessionState};
 use super::store::Change;
-use super::{Inner, Live, LlmAccess, StopRequest, adapter};
+use super::{Inner, Live, LlmAccess, Steer, StopRequest, adapter};
 use crate::runtime::event::{AgentState, EventBody, OutputStream, SessionEvent, Verdict};
 use crate::runtime::process::{self, AgentProcess, RunEnd, RunReport};
+use crate::runtime::reaper::AgentHandle;
 use crate::runtime::worktree::{Finished, RepoSource, Worktree};
 use godel_types::SessionId;
 
@@ -197,6 +198,7 @@ async fn run(
         reason: format!("the agent started (confinement: {})", confinement.as_str()),
         branch: Some((worktree.branch.clone(), worktree.base_commit.clone())),
         confinement: Some(confinement),
+        agent: AgentHandle::of_leader(process.pgid()),
         ..Change::default()
     };
     let session = match inner
@@ -222,10 +224,31 @@ async fn run(
         live.clone(),
         metered,
     ));
-    let report = process::run_spawned(process, &spec, &live.cancel, &live.force, move |event| {
-        let _ = tx.send(event.clone());
-    })
+    // An agent that can be steered gets a channel to its stdin while it runs.
+    let steer = spec.protocol.steer_command("").map(|_| {
+        let (stdin, rx) = mpsc::unbounded_channel();
+        if let Ok(mut steer) = live.steer.lock() {
+            *steer = Some(Steer {
+                protocol: spec.protocol.clone(),
+                stdin,
+            });
+        }
+        rx
+    });
+    let report = process::run_steered(
+        process,
+        &spec,
+        &live.cancel,
+        &live.force,
+        steer,
+        move |event| {
+            let _ = tx.send(event.clone());
+        },
+    )
     .await;
+    if let Ok(mut steer) = live.steer.lock() {
+        *steer = None;
+    }
     let session = match writer.await {
         Ok(Ok(session)) => session,
         Ok(Err(error)) => {
