@@ -78,10 +78,16 @@ impl Supervisor {
         let http_stop = CancellationToken::new();
         let http_signal = http_stop.clone().cancelled_owned();
         let http = tokio::spawn(
-            axum::serve(parts.http_listener, parts.http)
-                .with_graceful_shutdown(http_signal)
-                .into_future()
-                .map(|r| r.map_err(BoxError::from)),
+            // With the peer address, so routes can read `ConnectInfo<SocketAddr>`.
+            axum::serve(
+                parts.http_listener,
+                parts
+                    .http
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_signal)
+            .into_future()
+            .map(|r| r.map_err(BoxError::from)),
         );
 
         let grpc_stop = CancellationToken::new();

@@ -1,23 +1,49 @@
-//! The gateway: Godel's only public edge — REST + OpenAPI, server-sent event streams,
-//! the web dashboard, SSO login redirects, authentication of every request, rate
-//! limits, and forwarding to the internal services over gRPC with the caller's
-//! identity and the trace context.
+//! The gateway: Godel's only public edge — the REST API under `/v1` with its
+//! OpenAPI 3.1 document, authentication of every request, per-principal rate limits,
+//! an audit record of every call, and forwarding to the internal services over gRPC
+//! with the caller's access token and the trace context. (Server-sent event streams,
+//! the dashboard and SSO login redirects are still to come.)
+//!
+//! - `pipeline`: request id, trace context, problem+json, then authentication
+//!   (`authn`), the rate limit (`rate_limit`) and the audit record (`audit_sink`);
+//! - `routes`: the handlers, each checking the caller's permission in the team it
+//!   names before calling a service; `openapi`: the document.
 //!
 //! It owns nothing durable (DESIGN.md §2). It is ready only when every internal
 //! service it forwards to answers its gRPC health check with SERVING and its cache
 //! (Redis in production) answers. A library with [`serve`] and [`start`];
 //! `main.rs` only parses flags and calls [`serve`].
 
+mod api;
+mod audit_sink;
+mod authn;
+mod call;
 mod config;
+mod openapi;
+mod pipeline;
+mod rate_limit;
+mod routes;
+mod state;
 mod upstream;
 
 use std::sync::Arc;
 
 use godel_cache::Cache;
+use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
+use godel_proto::auth::v1::auth_service_client::AuthServiceClient;
+use godel_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use godel_proto::scheduler::v1::scheduler_service_client::SchedulerServiceClient;
 use godel_runtime::{RunningService, Service, readiness_check};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{GatewayConfig, UpstreamsConfig};
+pub use api::openapi;
+pub use config::{
+    ApiConfig, AuditConfig, GatewayConfig, OnCacheError, RateLimitConfig, UpstreamsConfig,
+};
+
+/// Every route the REST API serves behind authentication: (method, path template,
+/// audit action). `GET /v1/openapi.json` is served without authentication besides.
+pub const ROUTES: &[(&str, &str, &str)] = routes::ACTIONS;
 
 /// The service name: health-check name, metrics label, `service.name` of spans.
 pub const SERVICE: &str = "gateway";
@@ -34,6 +60,8 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("invalid auth service URL for verifying tokens")]
+    Identity(#[source] godel_identity::KeySourceError),
     #[error("the gateway failed")]
     Runtime(#[source] godel_runtime::RuntimeError),
 }
@@ -71,14 +99,60 @@ pub async fn start(
     deps: Dependencies,
     shutdown: CancellationToken,
 ) -> Result<RunningService, Error> {
+    let upstreams = upstream::Upstream::all(&config.upstreams)?;
+    let [auth, scheduler, orchestrator, audit] =
+        upstreams.each_ref().map(upstream::Upstream::channel);
+    let clients = state::Clients {
+        auth: AuthServiceClient::new(auth),
+        scheduler: SchedulerServiceClient::new(scheduler),
+        orchestrator: OrchestratorServiceClient::new(orchestrator),
+        audit: AuditServiceClient::new(audit),
+    };
+    let verifier = config.identity().verifier().map_err(Error::Identity)?;
+    let authn = Arc::new(authn::Authenticator::new(
+        verifier,
+        clients.auth.clone(),
+        config.api.api_key_cache_ttl,
+        config.api.api_key_cache_entries,
+    ));
+    let (sink, audit_rx) = audit_sink::AuditSink::new(&config.audit);
+    let state = state::AppState::new(state::Inner {
+        authn: authn.clone(),
+        limiter: rate_limit::RateLimiter::new(
+            config.rate_limit.clone(),
+            deps.cache.clone(),
+            clients.auth.clone(),
+        ),
+        audit: sink,
+        clients: clients.clone(),
+        upstream_timeout: config.api.upstream_timeout,
+        trust_forwarded_for: config.api.trust_forwarded_for,
+    });
+
+    let cache = deps.cache.clone();
     let mut service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
+        .http_routes(api::router(state, config.api.max_body_bytes))
         .readiness(readiness_check("cache", move || {
-            let cache = deps.cache.clone();
+            let cache = cache.clone();
             async move { cache.check().await }
         }));
-    for upstream in upstream::Upstream::all(&config.upstreams)? {
+    for upstream in upstreams {
         service = service.readiness(Arc::new(upstream));
+    }
+    match (
+        audit_rx,
+        config.audit.api_key.as_ref().map(|k| k.expose().clone()),
+    ) {
+        (Some(rx), Some(api_key)) => {
+            let audit_config = config.audit.clone();
+            service = service.background("audit-sink", move |token| {
+                audit_sink::run(rx, clients.audit, authn, api_key, audit_config, token)
+            });
+        }
+        _ => {
+            tracing::warn!("audit.api_key is not set: API calls are not recorded in the audit log")
+        }
     }
     service.start(shutdown).await.map_err(Error::Runtime)
 }

@@ -16,30 +16,34 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// Every upstream in the configuration. Channels connect on first use and
+    /// The channel, for the service's gRPC client.
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The upstreams in the configuration: auth, scheduler, orchestrator, audit. Channels connect on first use and
     /// reconnect by themselves, so the gateway starts before its upstreams do.
-    pub(crate) fn all(config: &UpstreamsConfig) -> Result<Vec<Self>, Error> {
-        [
+    pub(crate) fn all(config: &UpstreamsConfig) -> Result<[Self; 4], Error> {
+        let [auth, scheduler, orchestrator, audit] = [
             ("auth", &config.auth),
             ("scheduler", &config.scheduler),
             ("orchestrator", &config.orchestrator),
             ("audit", &config.audit),
         ]
-        .into_iter()
-        .map(|(name, url)| {
-            let endpoint =
-                Endpoint::from_shared(url.clone()).map_err(|source| Error::Upstream {
-                    service: name,
-                    url: url.clone(),
-                    source,
-                })?;
-            let channel = endpoint
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(2))
-                .connect_lazy();
-            Ok(Self { name, channel })
-        })
-        .collect()
+        .map(|(name, url)| Self::lazy(name, url));
+        Ok([auth?, scheduler?, orchestrator?, audit?])
+    }
+
+    fn lazy(name: &'static str, url: &str) -> Result<Self, Error> {
+        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|source| Error::Upstream {
+            service: name,
+            url: url.to_owned(),
+            source,
+        })?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        Ok(Self { name, channel })
     }
 }
 

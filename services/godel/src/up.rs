@@ -201,6 +201,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         )
         .await?;
         let grpc = |s: &RunningService| format!("http://{}", s.grpc_addr());
+        let audit_key = gateway_audit_key(data_dir, &grpc(&auth), admin.as_ref()).await?;
         let gateway = godel_gateway::start(
             godel_gateway::GatewayConfig {
                 server: config.server(0),
@@ -211,6 +212,10 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
                     audit: grpc(&audit),
                 },
                 cache: CacheConfig::default(),
+                audit: godel_gateway::AuditConfig {
+                    api_key: audit_key.map(Secret::new),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             godel_gateway::Dependencies {
@@ -332,6 +337,61 @@ fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// The gateway's audit credential: an API key holding the `audit-writer`
+/// organisation role, created with the bootstrap admin at first start and kept in
+/// `<data_dir>/gateway/audit-key` (mode 0600). `None` (API calls are then not
+/// audited, and the gateway warns) when a later start finds no such file.
+async fn gateway_audit_key(
+    data_dir: &Path,
+    auth_url: &str,
+    admin: Option<&godel_auth::BootstrapAdmin>,
+) -> anyhow::Result<Option<String>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use godel_proto::auth::v1::CreateApiKeyRequest;
+    use godel_proto::auth::v1::auth_service_client::AuthServiceClient;
+
+    let path = data_dir.join("gateway").join("audit-key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok(Some(text.trim().to_owned())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let Some(admin) = admin else {
+        tracing::warn!(path = %path.display(), "no gateway audit key: API calls are not audited");
+        return Ok(None);
+    };
+    let token = crate::credentials::access_token(&admin.api_key.secret, auth_url).await?;
+    let bearer = godel_identity::BearerInterceptor::new(&token)
+        .map_err(|e| anyhow::anyhow!("the admin's access token is unusable: {e}"))?;
+    let channel = tonic::transport::Channel::from_shared(auth_url.to_owned())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the auth service at {auth_url}"))?;
+    let created = AuthServiceClient::with_interceptor(channel, bearer)
+        .create_api_key(CreateApiKeyRequest {
+            team_id: admin.team.id.to_string(),
+            name: "gateway-audit".to_owned(),
+            org_roles: vec!["audit-writer".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .context("creating the gateway's audit key failed")?
+        .into_inner();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| writeln!(file, "{}", created.secret))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(created.secret))
 }
 
 /// The orchestrator's stable id: read from `<data_dir>/orchestrator/id`, created there
