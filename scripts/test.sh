@@ -24,6 +24,16 @@ step "agent CLIs (Pi, Claude Code, Codex) for the adapter tests"
 AGENT_CLI_BIN="$(scripts/agents.sh)"
 export AGENT_CLI_BIN
 
+step "python tools for the tests (openapi-spec-validator)"
+TEST_PYTHON=python3
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  [ -x target/test-python/bin/python ] || python3 -m venv target/test-python
+  target/test-python/bin/python -c 'import openapi_spec_validator' 2>/dev/null ||
+    target/test-python/bin/pip install --quiet 'openapi-spec-validator==0.9.0'
+  TEST_PYTHON="$PWD/target/test-python/bin/python"
+fi
+export TEST_PYTHON
+
 step "cargo nextest"
 export OIDC_PROVIDER_DIR; OIDC_PROVIDER_DIR="$(scripts/oidc-provider.sh)" # auth SSO tests: a real OpenID provider
 profile=default
