@@ -16,7 +16,7 @@
 //!   call to `Sessions::start` to the session's `running` state change (its agent
 //!   process spawned in its new worktree).
 
-mod report;
+use godel_bench_report as report;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

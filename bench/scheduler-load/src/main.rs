@@ -14,7 +14,7 @@
 //!   have work waiting.
 
 mod fleet;
-mod report;
+use godel_bench_report as report;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Percentiles of measured latencies.
+//! What the benchmark tools print: percentiles of measured latencies.
 
 use std::time::Duration;
 
