@@ -255,6 +255,7 @@ pub(crate) fn event_to_pb(team: TeamId, task: TaskId, event: &LoggedEvent) -> pb
         task_id: task.to_string(),
         offset: event.offset,
         occurred_at: Some(to_timestamp(event.occurred_at)),
+        line: event.raw.clone(),
         body: Some(body),
     }
 }

@@ -624,6 +624,25 @@ mod through_the_proxy {
                     events.iter().any(|e| e.body.as_ref().is_some_and(f))
                 };
                 assert!(has(&|b| matches!(b, Body::ToolCall(_))), "{}", shown());
+                // Each normalized event carries the agent's own line; the
+                // orchestrator's own events carry none.
+                let call = events
+                    .iter()
+                    .find(|e| matches!(e.body, Some(Body::ToolCall(_))))
+                    .unwrap();
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(&call.line).is_ok(),
+                    "the tool call's line is the agent's JSON: {}",
+                    call.line
+                );
+                assert!(
+                    events
+                        .iter()
+                        .filter(|e| matches!(e.body, Some(Body::State(_))))
+                        .all(|e| e.line.is_empty()),
+                    "{}",
+                    shown()
+                );
                 assert!(
                     has(&|b| matches!(b, Body::FileChange(c) if c.path == FILE)),
                     "{}",
