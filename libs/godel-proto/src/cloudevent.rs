@@ -237,6 +237,7 @@ mod tests {
                 task_id: TaskId::new().to_string(),
                 offset: 42,
                 occurred_at: Some(to_timestamp(time())),
+                line: r#"{"type":"tool_call","name":"bash"}"#.into(),
                 body: Some(session_event::Body::ToolCall(session_event::ToolCall {
                     call_id: "c1".into(),
                     name: "bash".into(),
