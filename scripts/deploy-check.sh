@@ -119,13 +119,14 @@ run "terraform validate (provider-free modules)" terraform_validate
 if [ "$static" = 0 ]; then
   step "building the binaries"
   cargo build --locked --bins -p godel -p godel-scheduler -p godel-orchestrator -p godel-auth -p godel-audit -p godel-gateway
-  run "rendered configuration accepted by the binaries" "$py" scripts/deploy/config_check.py target/debug \
+  bin="${CARGO_TARGET_DIR:-target}/debug"
+  run "rendered configuration accepted by the binaries" "$py" scripts/deploy/config_check.py "$bin" \
     "$out"/rendered/godel-production.yaml "$out"/rendered/godel-default.yaml
   run "migration hook Jobs run against PostgreSQL (busybox waiter)" "$py" scripts/deploy/migrate_job_check.py \
-    target/debug "$out"/rendered/godel-default.yaml "$out/migrate"
+    "$bin" "$out"/rendered/godel-default.yaml "$out/migrate"
   run "backup → restore round trip (PostgreSQL)" scripts/deploy/backup_roundtrip.sh "${GODEL_BACKUP_ROWS:-50000}"
   run "Prometheus scrapes godel up; dashboard queries return series" \
-    "$py" scripts/deploy/prometheus_check.py target/debug/godel deploy/observability/dashboards "$out/prometheus"
+    "$py" scripts/deploy/prometheus_check.py "$bin/godel" deploy/observability/dashboards "$out/prometheus"
 fi
 
 printf '\n'
