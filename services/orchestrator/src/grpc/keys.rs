@@ -6,7 +6,7 @@
 //! caller's verified access token ([`authorize`]).
 
 use godel_config::Secret;
-use godel_identity::{Permission, caller_from_request};
+use godel_identity::Permission;
 use godel_proto::convert::{parse_id, to_optional_timestamp, to_timestamp};
 use godel_proto::orchestrator::v1 as pb;
 use godel_proto::orchestrator::v1::provider_key_service_server::ProviderKeyService;
@@ -28,12 +28,9 @@ impl ProviderKeyGrpc {
 }
 
 /// The team `team_id` names, once the caller proved to hold
-/// `provider_keys:manage` there.
+/// `provider_keys:manage` there (the service's one team check, [`super::team`]).
 fn authorize<T>(request: &Request<T>, team_id: &str) -> Result<TeamId, Status> {
-    let caller = caller_from_request(request)?;
-    let team = parse_id("team_id", team_id)?;
-    caller.require(team, Permission::ProviderKeysManage)?;
-    Ok(team)
+    super::team(request, team_id, Permission::ProviderKeysManage)
 }
 
 fn key_to_pb(key: &ProviderKey) -> pb::ProviderKey {
