@@ -128,8 +128,10 @@ impl IdP {
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
-        let started: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("oidc-provider did not start ({e}): {line:?}"));
+        let started: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let stderr = std::fs::read_to_string(dir.0.join("stderr.log")).unwrap_or_default();
+            panic!("oidc-provider did not start ({e}): {line:?}; its stderr:\n{stderr}")
+        });
         Self {
             child,
             issuer: started["issuer"].as_str().unwrap().to_owned(),
