@@ -60,9 +60,15 @@ impl<const N: usize> EnvSource for [(&str, &str); N] {
 }
 
 /// Variables with the prefix that are not configuration: the `godel` CLI's own
-/// flags (`--token`, `--database-url` of `godel audit verify`). Skipped, so having
-/// them set does not break `godel up` or a service's strict loading.
-pub const NOT_CONFIGURATION: &[&str] = &["GODEL_TOKEN", "GODEL_AUDIT_DATABASE_URL"];
+/// flags (`--token`, `--server`, `--team`, `--database-url` of `godel audit verify`).
+/// Skipped, so having them set does not break `godel up` or a service's strict
+/// loading.
+pub const NOT_CONFIGURATION: &[&str] = &[
+    "GODEL_TOKEN",
+    "GODEL_AUDIT_DATABASE_URL",
+    "GODEL_SERVER",
+    "GODEL_TEAM",
+];
 
 /// Turns an environment variable name into a dotted key path, or `None` when it does
 /// not carry configuration (wrong prefix, empty segment, [`NOT_CONFIGURATION`]).

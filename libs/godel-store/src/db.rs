@@ -26,6 +26,7 @@ pub enum Backend {
 pub struct Db {
     conn: DatabaseConnection,
     backend: Backend,
+    max_connections: u32,
 }
 
 impl Db {
@@ -36,6 +37,12 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The most connections the pool opens (always 1 for SQLite): the most
+    /// transactions that can run at once.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
     }
 
     /// Runs `SELECT 1` on a pooled connection (for readiness probes).
@@ -135,6 +142,7 @@ async fn connect_postgres(config: &DatabaseConfig) -> Result<Db, StoreError> {
     Ok(Db {
         conn,
         backend: Backend::Postgres,
+        max_connections: config.max_connections,
     })
 }
 
@@ -219,6 +227,7 @@ async fn connect_sqlite(config: &DatabaseConfig) -> Result<Db, StoreError> {
     Ok(Db {
         conn,
         backend: Backend::Sqlite,
+        max_connections: 1,
     })
 }
 

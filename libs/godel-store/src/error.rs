@@ -100,8 +100,30 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// True when `err` says the database could not be reached or gave no connection in
+/// time (a pool acquire timeout, a refused or dropped connection): a condition that
+/// passes, to report as "unavailable, retry" rather than as an internal error.
+pub fn is_unavailable(err: &sea_orm::DbErr) -> bool {
+    matches!(
+        err,
+        sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pool_and_connection_failures_are_unavailable() {
+        use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+        assert!(super::is_unavailable(&DbErr::ConnectionAcquire(
+            ConnAcquireErr::Timeout
+        )));
+        assert!(super::is_unavailable(&DbErr::Conn(RuntimeErr::Internal(
+            "refused".into()
+        ))));
+        assert!(!super::is_unavailable(&DbErr::RecordNotFound("x".into())));
+    }
+
     use super::redact_url;
 
     #[test]

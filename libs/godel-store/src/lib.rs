@@ -32,7 +32,7 @@ pub mod outbox;
 
 pub use config::{DatabaseConfig, SqliteOptions, SqliteSynchronous};
 pub use db::{Backend, Db, connect};
-pub use error::StoreError;
+pub use error::{StoreError, is_unavailable};
 pub use migrate::{CreateOutbox, migrate};
 pub use outbox::{OutboxEvent, OutboxRelay, RelayConfig, RelayNotifier};
 

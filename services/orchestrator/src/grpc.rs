@@ -4,8 +4,9 @@
 //! Every call is checked against the caller its access token proves (the service
 //! installs `godel_identity::CallerLayer`): the request's `team_id` names the team,
 //! and the caller must hold, there, `tasks:create` to start a session,
-//! `sessions:read` to get, list or stream them, `sessions:stop` to stop one. A
-//! session of another team is not found. The provider-key RPCs are a separate
+//! `sessions:read` to get, list or stream them, `sessions:stop` to stop one,
+//! `tasks:cancel` to roll a plan back, `tasks:read` to read a plan's integration
+//! branch. A session (or plan integration) of another team is not found. The provider-key RPCs are a separate
 //! `ProviderKeyService` ([`keys`], `provider_keys:manage`).
 
 mod keys;
@@ -26,6 +27,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::plans::PlanControl;
 use crate::runtime::event::ChangeKind;
 use crate::runtime::worktree::DiffSummary;
 pub use keys::ProviderKeyGrpc;
@@ -43,6 +45,7 @@ const STREAM_BUFFER: usize = 256;
 pub struct OrchestratorGrpc {
     sessions: Sessions,
     closing: CancellationToken,
+    plans: PlanControl,
 }
 
 impl OrchestratorGrpc {
@@ -50,7 +53,18 @@ impl OrchestratorGrpc {
     /// from the next offset) once `closing` is cancelled, so they never hold up the
     /// server's drain.
     pub fn new(sessions: Sessions, closing: CancellationToken) -> Self {
-        Self { sessions, closing }
+        let plans = PlanControl::new(sessions.clone(), None);
+        Self {
+            sessions,
+            closing,
+            plans,
+        }
+    }
+
+    /// Rolls plans back with `plans` (which cancels them at its scheduler).
+    pub(crate) fn with_plans(mut self, plans: PlanControl) -> Self {
+        self.plans = plans;
+        self
     }
 }
 
@@ -357,6 +371,52 @@ impl OrchestratorService for OrchestratorGrpc {
             .await?;
         Ok(Response::new(pb::SteerSessionResponse {
             session: Some(session_to_pb(&session)),
+        }))
+    }
+
+    async fn rollback_plan(
+        &self,
+        request: Request<pb::RollbackPlanRequest>,
+    ) -> Result<Response<pb::RollbackPlanResponse>, Status> {
+        let team = team(
+            &request,
+            &request.get_ref().team_id,
+            Permission::PlansCancel,
+        )?;
+        let req = request.into_inner();
+        let plan = parse_id("plan_id", &req.plan_id)?;
+        let reason = if req.reason.trim().is_empty() {
+            "rolled back on request".to_owned()
+        } else {
+            req.reason
+        };
+        let done = self.plans.rollback(team, plan, &reason, true).await?;
+        Ok(Response::new(pb::RollbackPlanResponse {
+            rolled_back: done.rolled_back,
+            branch: done.integration.branch,
+            base_commit: done.integration.base_commit,
+        }))
+    }
+
+    async fn get_plan_integration(
+        &self,
+        request: Request<pb::GetPlanIntegrationRequest>,
+    ) -> Result<Response<pb::GetPlanIntegrationResponse>, Status> {
+        let team = team(&request, &request.get_ref().team_id, Permission::PlansRead)?;
+        let req = request.into_inner();
+        let plan = parse_id("plan_id", &req.plan_id)?;
+        let record = self.plans.integrations().get(team, plan).await?;
+        Ok(Response::new(pb::GetPlanIntegrationResponse {
+            branch: record.branch,
+            base_commit: record.base_commit,
+            head_commit: record.head_commit,
+            merged_task_ids: record
+                .merged_task_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            state: record.state.as_str().to_owned(),
+            repository: record.repository_url,
         }))
     }
 

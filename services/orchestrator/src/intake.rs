@@ -20,6 +20,11 @@
 //!   by an operator → `FailTask` not retryable; lost → retryable. A report is sent
 //!   until accepted or refused because the lease is gone, backing off.
 //! - **Reconciliation** (`reconcile`): level-triggered, on a timer.
+//! - **Plans** (`crate::plans`): a plan task's payload gets `plan.id` from the task;
+//!   after reporting a plan task's failure for good, and whenever the scheduler
+//!   announces a plan `failed` or `cancelled` (`plan.failed`, `plan.cancelled` on the
+//!   bus, durable consumer `orchestrator-plans-<id>`), the plan's sessions here are
+//!   stopped and its integration branch is rolled back to the plan's base.
 
 mod payload;
 mod reconcile;
@@ -33,16 +38,18 @@ use std::time::Duration;
 
 use godel_bus::{Bus, ConsumerConfig, Delivery, Subject};
 use godel_error::{Error, ErrorCode};
-use godel_proto::events::v1::DispatchEvent;
-use godel_types::{OrchestratorId, SessionId, TaskId, TeamId};
+use godel_proto::events::v1::{DispatchEvent, PlanEvent};
+use godel_types::{OrchestratorId, PlanId, SessionId, TaskId, TeamId};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::IntakeConfig;
+use crate::plans::{PlanControl, PlanSpec};
 use crate::session::{Session, Sessions};
 use report::Report;
-use scheduler::{Scheduler, lease_gone};
+pub(crate) use scheduler::Scheduler;
+use scheduler::lease_gone;
 
 /// Longest pause between attempts to register or to (re)create the consumer.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -61,6 +68,7 @@ struct Inner {
     id: OrchestratorId,
     sessions: Sessions,
     scheduler: Scheduler,
+    plans: PlanControl,
     bus: Arc<dyn Bus>,
     draining: AtomicBool,
     /// One registration heartbeat at a time, so the `draining` one the drain sends
@@ -88,6 +96,7 @@ impl Intake {
         id: OrchestratorId,
         sessions: Sessions,
         bus: Arc<dyn Bus>,
+        plans: PlanControl,
     ) -> Result<Self, Error> {
         let scheduler = Scheduler::new(&config.scheduler_endpoint, id)?;
         Ok(Self {
@@ -96,6 +105,7 @@ impl Intake {
                 id,
                 sessions,
                 scheduler,
+                plans,
                 bus,
                 draining: AtomicBool::new(false),
                 heartbeat_turn: tokio::sync::Mutex::new(()),
@@ -115,11 +125,13 @@ impl Intake {
         let heartbeats = CancellationToken::new();
         let beating = tokio::spawn(self.clone().heartbeat_loop(heartbeats.clone()));
         let reconciling = tokio::spawn(self.clone().reconcile_loop(work.clone()));
+        let planning = tokio::spawn(self.clone().plan_events(work.clone()));
         tokio::select! {
             () = self.register_and_consume() => stop.cancelled().await,
             () = stop.cancelled() => {}
         }
         self.drain(work, heartbeats).await;
+        let _ = planning.await;
         let _ = reconciling.await;
         let _ = beating.await;
     }
@@ -393,7 +405,7 @@ impl Intake {
             return;
         }
         if let Some(report) = report::of_session(&session, inner.draining.load(Ordering::SeqCst)) {
-            report::send(
+            let accepted = report::send(
                 &inner.scheduler,
                 Some(id),
                 task,
@@ -403,7 +415,123 @@ impl Intake {
                 &inner.give_up,
             )
             .await;
+            // The task failed for good: the scheduler cancelled the rest of its plan
+            // in the same transaction; here the plan's work is rolled back.
+            if let (
+                true,
+                Report::Fail {
+                    retryable: false,
+                    message,
+                    ..
+                },
+            ) = (accepted, &report)
+                && let Ok(Some(plan)) = PlanSpec::of_payload(&session.payload)
+            {
+                let reason = format!("task {task} failed for good: {message}");
+                self.roll_back(team, plan.id, &reason).await;
+            }
         }
+    }
+
+    /// Stops `plan`'s sessions here and rolls its integration branch back (logging a
+    /// failure: the plan's `failed` event tries again).
+    async fn roll_back(&self, team: TeamId, plan: PlanId, reason: &str) {
+        match self.inner.plans.rollback(team, plan, reason, false).await {
+            Ok(done) if done.rolled_back => {
+                tracing::info!(plan_id = %plan, reason, "rolled the plan back");
+            }
+            Ok(_) => {}
+            Err(error) if error.code == ErrorCode::NotFound => {}
+            Err(error) => {
+                tracing::warn!(plan_id = %plan, error = %error, "cannot roll the plan back");
+            }
+        }
+    }
+
+    /// Consumes the scheduler's `plan.failed` and `plan.cancelled` events until
+    /// `stop`: each plan with an open integration branch here is rolled back.
+    async fn plan_events(self, stop: CancellationToken) {
+        let root = godel_bus::subject::ROOT;
+        let filters = vec![
+            format!("{root}.team.*.plan.failed"),
+            format!("{root}.team.*.plan.cancelled"),
+        ];
+        let durable = format!("orchestrator-plans-{}", self.inner.id);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let consumer = tokio::select! {
+                consumer = self.inner.bus.consumer(ConsumerConfig::new(durable.clone(), filters.clone())) => consumer,
+                () = stop.cancelled() => return,
+            };
+            let mut consumer = match consumer {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in = ?backoff, "cannot consume plan events");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_RETRY);
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = consumer.next() => next,
+                    () = stop.cancelled() => return,
+                };
+                match next {
+                    Ok(Some(delivery)) => self.plan_event(delivery).await,
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "reading plan events failed; consuming again");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn plan_event(&self, delivery: Delivery) {
+        let event = match godel_proto::cloudevent::decode::<PlanEvent>(&delivery.payload) {
+            Ok(event) => event.data,
+            Err(error) => {
+                tracing::warn!(error = %error, subject = %delivery.subject, "dropping an unreadable plan event");
+                ack(delivery).await;
+                return;
+            }
+        };
+        let (Ok(team), Ok(plan)) = (
+            event.team_id.parse::<TeamId>(),
+            event.plan_id.parse::<PlanId>(),
+        ) else {
+            ack(delivery).await;
+            return;
+        };
+        let open = match self.inner.plans.integrations().get(team, plan).await {
+            Ok(record) => record.state == crate::plans::IntegrationState::Open,
+            Err(error) if error.code == ErrorCode::NotFound => false,
+            Err(error) => {
+                tracing::warn!(plan_id = %plan, error = %error, "cannot read a plan's integration");
+                if let Err(error) = delivery.nak(Some(Duration::from_secs(1))).await {
+                    tracing::warn!(error = %error, "cannot ask for a plan event again");
+                }
+                return;
+            }
+        };
+        if open {
+            let reason = if event.reason.is_empty() {
+                format!("the plan ended {}", delivery.subject.event())
+            } else {
+                format!(
+                    "the plan ended {}: {}",
+                    delivery.subject.event(),
+                    event.reason
+                )
+            };
+            self.roll_back(team, plan, &reason).await;
+        }
+        ack(delivery).await;
     }
 
     /// Stops a session whose lease is gone (someone else owns its task now).

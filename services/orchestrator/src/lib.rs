@@ -13,6 +13,7 @@ pub mod grpc;
 mod intake;
 pub mod keys;
 mod migrations;
+pub mod plans;
 pub mod proxy;
 pub mod runtime;
 pub mod session;
@@ -130,6 +131,16 @@ pub async fn start_with_verifier(
     } else {
         None
     };
+    // Plans are cancelled at the scheduler intake reports to.
+    let scheduler = if config.intake.enabled {
+        Some(
+            intake::Scheduler::new(&config.intake.scheduler_endpoint, orchestrator_id)
+                .map_err(Error::Intake)?,
+        )
+    } else {
+        None
+    };
+    let plans = plans::PlanControl::new(sessions.clone(), scheduler);
     let intake = if config.intake.enabled {
         Some(
             intake::Intake::new(
@@ -137,6 +148,7 @@ pub async fn start_with_verifier(
                 orchestrator_id,
                 sessions.clone(),
                 backend.bus().clone(),
+                plans.clone(),
             )
             .map_err(Error::Intake)?,
         )
@@ -147,7 +159,7 @@ pub async fn start_with_verifier(
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
         .grpc_service(
             CallerLayer::new(verifier.clone()).layer(OrchestratorServiceServer::new(
-                grpc::OrchestratorGrpc::new(sessions.clone(), shutdown.clone()),
+                grpc::OrchestratorGrpc::new(sessions.clone(), shutdown.clone()).with_plans(plans),
             )),
         )
         .grpc_service(

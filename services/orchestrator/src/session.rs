@@ -12,6 +12,7 @@
 
 mod adapter;
 mod events;
+mod integrate;
 mod model;
 mod recovery;
 mod store;
@@ -24,10 +25,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use godel_error::Error;
-use godel_store::sea_orm::{DatabaseTransaction, TransactionTrait};
+use godel_store::sea_orm::{ConnAcquireErr, DatabaseTransaction, DbErr, TransactionTrait};
 use godel_store::{Db, OutboxEvent, RelayNotifier};
 use godel_types::{OrchestratorId, ProfileId, SessionId, TaskId, TeamId};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,9 +36,10 @@ use crate::config::SessionsConfig;
 use crate::runtime::worktree::{WorktreeConfig, WorktreeManager};
 
 pub use adapter::LlmAccess;
+pub(crate) use events::EVENT_SOURCE;
 pub use model::{
-    LogBody, LoggedEvent, NewEvent, Repository, Session, SessionLimits, SessionResult,
-    SessionState, Usage,
+    GateSummary, Integration, LogBody, LoggedEvent, MergeSummary, NewEvent, Repository, Session,
+    SessionLimits, SessionResult, SessionState, Usage,
 };
 pub use recovery::{Recovered, Swept};
 pub use store::ListFilter;
@@ -131,6 +133,10 @@ impl Live {
     }
 }
 
+/// The longest a write waits for a pooled connection (in rounds of the pool's acquire
+/// timeout) before it fails.
+const WRITE_QUEUE_LIMIT: Duration = Duration::from_secs(60);
+
 struct Inner {
     db: Db,
     notifier: RelayNotifier,
@@ -141,6 +147,13 @@ struct Inner {
     tracker: TaskTracker,
     /// The LLM proxy's base URL, when it runs: every session then gets a token.
     llm_proxy: OnceLock<String>,
+    /// One permit per pooled connection, taken (first come, first served) before a
+    /// write transaction starts. Many sessions ending at once (a shutdown, a mass
+    /// stop) then queue here instead of timing out together in the pool's acquire
+    /// and losing how they ended.
+    writes: Arc<Semaphore>,
+    /// Plans' integration branches: plan tasks start from and merge onto them.
+    integrations: crate::plans::Integrations,
 }
 
 /// The sessions of this orchestrator. Cheap to clone.
@@ -171,6 +184,9 @@ impl Sessions {
             cache_dir: config.cache_dir.clone(),
             keep_failed_for: config.keep_failed_for,
         });
+        let writes = Arc::new(Semaphore::new(db.max_connections().max(1) as usize));
+        let integrations =
+            crate::plans::Integrations::new(db.clone(), notifier.clone(), orchestrator_id);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -181,12 +197,50 @@ impl Sessions {
                 live: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 llm_proxy: OnceLock::new(),
+                writes,
+                integrations,
             }),
         }
     }
 
     pub fn orchestrator_id(&self) -> OrchestratorId {
         self.inner.orchestrator_id
+    }
+
+    /// The plans' integration branches.
+    pub fn integrations(&self) -> &crate::plans::Integrations {
+        &self.inner.integrations
+    }
+
+    /// Stops every session of `team`'s plan `plan` this orchestrator runs (waiting
+    /// until each ended); returns how many it stopped.
+    pub async fn stop_plan(&self, team: TeamId, plan: godel_types::PlanId, reason: &str) -> usize {
+        let live: Vec<SessionId> = self
+            .inner
+            .live
+            .lock()
+            .map(|map| map.keys().copied().collect())
+            .unwrap_or_default();
+        let mut stopped = 0;
+        for id in live {
+            let Ok(session) = self.get(team, id).await else {
+                continue;
+            };
+            let of_plan = crate::plans::PlanSpec::of_payload(&session.payload)
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.id == plan);
+            if !of_plan || session.state.is_terminal() {
+                continue;
+            }
+            match self.stop(team, id, reason, false).await {
+                Ok(_) => stopped += 1,
+                Err(error) => {
+                    tracing::warn!(session_id = %id, plan_id = %plan, error = %error, "cannot stop a session of a plan being rolled back");
+                }
+            }
+        }
+        stopped
     }
 
     /// Hands every session started from now on a token for the LLM proxy at
@@ -203,7 +257,7 @@ impl Sessions {
         usage: Usage,
         raw: String,
     ) -> Result<Session, Error> {
-        let txn = self.inner.begin().await?;
+        let (_write, txn) = self.inner.begin().await?;
         let mut session = store::load(&txn, id, None, true)
             .await?
             .ok_or_else(|| Error::not_found(format!("session {id}")))?;
@@ -276,7 +330,7 @@ impl Sessions {
             usage: Usage::default(),
             last_event_offset: 0,
         };
-        let txn = self.inner.begin().await?;
+        let (_write, txn) = self.inner.begin().await?;
         if let store::Fence::Existing(existing) =
             store::fence(&txn, spec.team_id, spec.task_id, spec.epoch).await?
         {
@@ -643,12 +697,30 @@ impl Inner {
         self.live.lock().ok().and_then(|map| map.get(&id).cloned())
     }
 
-    async fn begin(&self) -> Result<DatabaseTransaction, Error> {
-        self.db
-            .conn()
-            .begin()
+    /// Starts a write transaction once a write permit is free; keep the permit until
+    /// the transaction has ended.
+    async fn begin(&self) -> Result<(OwnedSemaphorePermit, DatabaseTransaction), Error> {
+        let permit = self
+            .writes
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(store::db_err("starting a transaction"))
+            .map_err(|_| Error::unavailable("the session store is closed"))?;
+        // Readers (streams, lookups, the outbox relay) share the pool: when they keep
+        // it busy past its acquire timeout, a writer holding its permit tries again
+        // rather than lose a state change, for up to `WRITE_QUEUE_LIMIT`.
+        let deadline = tokio::time::Instant::now() + WRITE_QUEUE_LIMIT;
+        loop {
+            match self.db.conn().begin().await {
+                Ok(txn) => return Ok((permit, txn)),
+                Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!("session store pool busy; waiting for a connection again");
+                }
+                Err(e) => return Err(store::db_err("starting a transaction")(e)),
+            }
+        }
     }
 
     /// Writes `outbox` in `txn`, commits and wakes the relay.
@@ -677,7 +749,7 @@ impl Inner {
         change: store::Change,
         extra: Vec<NewEvent>,
     ) -> Result<Session, Error> {
-        let txn = self.begin().await?;
+        let (_write, txn) = self.begin().await?;
         let current = store::load(&txn, id, None, true)
             .await?
             .ok_or_else(|| Error::not_found(format!("session {id}")))?;

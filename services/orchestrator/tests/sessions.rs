@@ -87,6 +87,10 @@ impl Harness {
     }
 
     async fn with(kind: DbKind, configure: impl FnOnce(&mut SessionsConfig)) -> Self {
+        Self::with_config(kind, |config| configure(&mut config.sessions)).await
+    }
+
+    async fn with_config(kind: DbKind, configure: impl FnOnce(&mut OrchestratorConfig)) -> Self {
         let test_db = TestDb::of(kind).await;
         let root = tempfile::tempdir().unwrap();
         let repo = root.path().join("repo");
@@ -111,14 +115,13 @@ impl Harness {
                 d.ack().await.unwrap();
             }
         });
-        let mut sessions = sessions_config(root.path());
-        configure(&mut sessions);
-        let config = OrchestratorConfig {
+        let mut config = OrchestratorConfig {
             server: godel_runtime::ServerConfig::local(),
             database: database(&test_db),
-            sessions,
+            sessions: sessions_config(root.path()),
             ..OrchestratorConfig::default()
         };
+        configure(&mut config);
         let shutdown = CancellationToken::new();
         let issuer = TestIssuer::new();
         let running = godel_orchestrator::start_with_verifier(
@@ -1124,6 +1127,58 @@ async fn shutdown_cancels_running_sessions(kind: DbKind) {
     h.finish().await;
 }
 
+/// Many sessions ending at the same moment queue for the store rather than time out
+/// in its connection pool: with one pooled connection and a 250 ms acquire timeout,
+/// an orchestrator shutting down with forty running sessions still records how every
+/// one of them ended.
+async fn many_sessions_ending_at_once_all_record_their_end(kind: DbKind) {
+    const SESSIONS: usize = 40;
+    let mut h = Harness::with_config(kind, |config| {
+        config.database.max_connections = 1;
+        config.database.connect_timeout = Duration::from_millis(250);
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..SESSIONS {
+        let request = h.request(
+            TaskId::new(),
+            1,
+            serde_json::json!({"edits": 1, "duration_ms": 600000}),
+        );
+        ids.push(h.start(request).await.session.unwrap().id);
+    }
+    for id in &ids {
+        h.wait_for_state(id, pb::SessionState::Running).await;
+    }
+
+    h.stop_service().await;
+    let db = godel_store::connect(&database(&h.test_db)).await.unwrap();
+    let relay = OutboxRelay::new(
+        db.clone(),
+        Arc::new(MemoryBus::default()) as Arc<dyn Bus>,
+        RelayConfig::new("orchestrator"),
+    );
+    let sessions = Sessions::new(
+        db.clone(),
+        relay.notifier(),
+        sessions_config(h.root.path()),
+        OrchestratorId::new(),
+    );
+    let mut unrecorded = Vec::new();
+    for id in &ids {
+        let stored = sessions.get(h.team, id.parse().unwrap()).await.unwrap();
+        if stored.state != SessionState::Cancelled {
+            unrecorded.push((id.clone(), stored.state, stored.error));
+        }
+    }
+    assert!(
+        unrecorded.is_empty(),
+        "sessions that did not record their end: {unrecorded:?}"
+    );
+    db.close().await.unwrap();
+    h.finish().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1151,4 +1206,5 @@ on_both!(
     a_command_adapter_runs_any_program,
     an_agent_awaiting_approval_moves_the_session,
     shutdown_cancels_running_sessions,
+    many_sessions_ending_at_once_all_record_their_end,
 );

@@ -19,6 +19,7 @@ pub struct SchedulerConfig {
     pub bus: BusConfig,
     pub telemetry: TelemetryConfig,
     pub queue: QueueConfig,
+    pub planner: PlannerConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -39,6 +40,7 @@ impl Default for SchedulerConfig {
                 ..TelemetryConfig::default()
             },
             queue: QueueConfig::default(),
+            planner: PlannerConfig::default(),
         }
     }
 }
@@ -144,6 +146,41 @@ impl Default for QueueConfig {
             dispatch_interval: Duration::from_millis(100),
             dispatch_batch: 500,
             leader_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How intents are planned (`PlanIntent`): the optional LLM planner and the bounds
+/// every plan is checked against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// Base URL (`http://host:port`, no path) of an OpenAI Chat Completions
+    /// endpoint — Godel's LLM proxy or a provider. Unset: no LLM planner; every plan
+    /// is made by the deterministic planner.
+    pub llm_base_url: Option<String>,
+    /// The model the LLM planner asks.
+    pub llm_model: String,
+    /// The bearer credential the endpoint accepts.
+    pub llm_token: Option<Secret<String>>,
+    /// How long one planning request to the model may take.
+    #[serde(with = "godel_config::duration")]
+    pub llm_timeout: Duration,
+    /// Most tasks in one intent's plan.
+    pub max_nodes: usize,
+    /// Most estimated cost of one intent's plan, in micro-USD (0: unbounded).
+    pub max_cost_micro_usd: u64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            llm_base_url: None,
+            llm_model: String::new(),
+            llm_token: None,
+            llm_timeout: Duration::from_secs(60),
+            max_nodes: 50,
+            max_cost_micro_usd: 0,
         }
     }
 }

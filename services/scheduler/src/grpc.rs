@@ -5,6 +5,7 @@
 //! every team's queue stats is a service or an operator). Orchestrator calls are
 //! proven by the lease owner and the epoch.
 
+mod intents;
 mod profiles;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,8 @@ pub struct SchedulerGrpc {
     /// Tasks from concurrent `SubmitTask` calls, written together.
     submissions: Coalescer<(TeamId, NewTask), Submitted>,
     profiles: crate::profiles::Profiles,
+    /// How intents are planned (`PlanIntent`).
+    planning: intents::Planning,
 }
 
 impl SchedulerGrpc {
@@ -57,11 +60,20 @@ impl SchedulerGrpc {
             });
         Self {
             profiles: crate::profiles::Profiles::new(queue.db().clone()),
+            planning: intents::Planning::new(&crate::config::PlannerConfig::default()),
             queue,
             registry,
             completions,
             submissions,
         }
+    }
+
+    /// Plans intents with `config` (the LLM planner, when it names one, and the plan
+    /// bounds) instead of the defaults.
+    #[must_use]
+    pub fn with_planner(mut self, config: &crate::config::PlannerConfig) -> Self {
+        self.planning = intents::Planning::new(config);
+        self
     }
 
     /// Fails unless `task` is leased to `orchestrator` (or was, for a repeated
@@ -422,6 +434,26 @@ impl SchedulerService for SchedulerGrpc {
         )
     }
 
+    async fn cancel_plan(
+        &self,
+        request: Request<pb::CancelPlanRequest>,
+    ) -> Reply<pb::CancelPlanResponse> {
+        let req = request.into_inner();
+        reply(
+            async {
+                let plan: PlanId = parse_id("plan_id", &req.plan_id)?;
+                let plan = self
+                    .queue
+                    .cancel_plan(team(&req.team_id)?, plan, &req.reason)
+                    .await?;
+                Ok(pb::CancelPlanResponse {
+                    plan: Some(plan_to_pb(&plan)),
+                })
+            }
+            .await,
+        )
+    }
+
     async fn lease_tasks(
         &self,
         request: Request<pb::LeaseTasksRequest>,
@@ -734,6 +766,28 @@ impl SchedulerService for SchedulerGrpc {
         Ok(Response::new(
             profiles::list(&self.profiles, request.into_inner()).await?,
         ))
+    }
+
+    async fn list_plans(
+        &self,
+        request: Request<pb::ListPlansRequest>,
+    ) -> Reply<pb::ListPlansResponse> {
+        reply(intents::list(&self.queue, request.into_inner()).await)
+    }
+
+    async fn plan_intent(
+        &self,
+        request: Request<pb::PlanIntentRequest>,
+    ) -> Reply<pb::PlanIntentResponse> {
+        reply(intents::plan(&self.planning, &self.profiles, request.into_inner()).await)
+    }
+
+    async fn submit_intent_plan(
+        &self,
+        request: Request<pb::SubmitIntentPlanRequest>,
+    ) -> Reply<pb::SubmitPlanResponse> {
+        let req = request.into_inner();
+        reply(intents::submit(&self.planning, &self.profiles, &self.queue, req).await)
     }
 
     async fn delete_profile(

@@ -19,7 +19,7 @@ use godel_proto::scheduler::v1::scheduler_service_server::SchedulerServiceServer
 use godel_runtime::{RunningService, Service};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{QueueConfig, SchedulerConfig};
+pub use config::{PlannerConfig, QueueConfig, SchedulerConfig};
 pub use godel_backend::Dependencies;
 pub use migrations::Migrator;
 
@@ -66,10 +66,9 @@ pub async fn start(
     let dispatcher = dispatch::Dispatcher::new(queue.clone(), registry.clone());
     let service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
-        .grpc_service(SchedulerServiceServer::new(grpc::SchedulerGrpc::new(
-            queue.clone(),
-            registry,
-        )));
+        .grpc_service(SchedulerServiceServer::new(
+            grpc::SchedulerGrpc::new(queue.clone(), registry).with_planner(&config.planner),
+        ));
     // Registered after the outbox relay, so shutdown stops it first and the relay
     // still publishes what its last sweep wrote.
     let mut service = backend.install(service);

@@ -21,7 +21,7 @@ pub mod wfq;
 use std::sync::Arc;
 use std::time::Duration;
 
-use godel_error::Error;
+use godel_error::{Error, ErrorCode};
 use godel_store::sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 use godel_store::{Db, OutboxEvent, RelayNotifier};
 use godel_types::{TaskId, TeamId};
@@ -34,7 +34,7 @@ pub use metrics::{
     COUNTED_STATES, DISPATCH_LATENCY, DISPATCHED, OLDEST_QUEUED_AGE, QUEUE_DEPTH, QueueStats,
 };
 pub use plans::{
-    MAX_PLAN_KEY_LEN, MAX_PLAN_NAME_LEN, NewPlan, Plan, PlanDetail, PlanState, PlanTask,
+    MAX_PLAN_KEY_LEN, MAX_PLAN_NAME_LEN, NewPlan, Plan, PlanDetail, PlanPage, PlanState, PlanTask,
     PlanTaskState,
 };
 pub use task::{
@@ -190,6 +190,19 @@ impl Queue {
         team: TeamId,
         tasks: Vec<ValidTask>,
     ) -> Result<Vec<Submitted>, Error> {
+        match self.submit_valid_once(team, tasks.clone()).await {
+            // A concurrent submission with the same idempotency key committed first
+            // (unique violation): a second pass finds its task and returns it.
+            Err(e) if e.code == ErrorCode::Aborted => self.submit_valid_once(team, tasks).await,
+            other => other,
+        }
+    }
+
+    async fn submit_valid_once(
+        &self,
+        team: TeamId,
+        tasks: Vec<ValidTask>,
+    ) -> Result<Vec<Submitted>, Error> {
         let txn = self.begin().await?;
         let now = store::db_now(&txn).await?;
         let (out, events) = self.submit_in(&txn, team, tasks, now).await?;
@@ -218,8 +231,21 @@ impl Queue {
                     continue;
                 }
             };
-            let savepoint = txn.begin().await.map_err(db_err("starting a savepoint"))?;
-            match self.submit_in(&savepoint, team, vec![valid], now).await {
+            let mut savepoint = txn.begin().await.map_err(db_err("starting a savepoint"))?;
+            let mut result = self
+                .submit_in(&savepoint, team, vec![valid.clone()], now)
+                .await;
+            // A concurrent submission with the same idempotency key committed first
+            // (unique violation): a second pass finds its task and returns it.
+            if matches!(&result, Err(e) if e.code == ErrorCode::Aborted) {
+                savepoint
+                    .rollback()
+                    .await
+                    .map_err(db_err("rolling back a savepoint"))?;
+                savepoint = txn.begin().await.map_err(db_err("starting a savepoint"))?;
+                result = self.submit_in(&savepoint, team, vec![valid], now).await;
+            }
+            match result {
                 Ok((mut out, more)) => {
                     savepoint
                         .commit()

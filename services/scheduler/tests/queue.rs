@@ -159,6 +159,50 @@ async fn idempotent_submission(kind: Kind) {
     h.finish().await;
 }
 
+/// Replicas submitting the same idempotency key at the same moment all get the one
+/// task: the submission that loses the unique-key race finds the winner's task on a
+/// second pass instead of failing.
+async fn concurrent_submissions_of_one_key_return_one_task(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    // PostgreSQL: replicas on pools of their own. SQLite serves one process: its
+    // one queue, whose writers take turns.
+    let replicas = match kind {
+        Kind::Postgres => vec![h.replica().await, h.replica().await, h.replica().await],
+        Kind::Sqlite => vec![h.queue.clone()],
+    };
+    for round in 0..5 {
+        let key = format!("race-{round}");
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, q) in replicas.iter().cycle().take(9).enumerate() {
+            let (q, key) = (q.clone(), key.clone());
+            calls.spawn(async move {
+                if i % 2 == 0 {
+                    q.submit(team, task(1).idempotency_key(key)).await
+                } else {
+                    let mut out = q
+                        .submit_group(vec![(team, task(1).idempotency_key(key))])
+                        .await?;
+                    out.pop().unwrap().map(|s| s.task)
+                }
+            });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        while let Some(joined) = calls.join_next().await {
+            let task = joined
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+            ids.insert(task.id);
+        }
+        assert_eq!(
+            ids.len(),
+            1,
+            "round {round}: one task for the key, got {ids:?}"
+        );
+    }
+    h.finish().await;
+}
+
 async fn validation_names_the_field(kind: Kind) {
     let config = QueueConfig {
         max_payload_bytes: 64,
@@ -966,12 +1010,13 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
             .unwrap(),
         FailOutcome::DeadLettered
     );
+    // Its dependents are cancelled, and so is the independent task that was
+    // running: the plan ends as one unit, failed, in the same transaction.
     let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
     for t in &got.tasks {
         let key = t.task.plan_key.as_deref().unwrap();
         match key {
             "build" => assert_eq!(t.task.state, TaskState::DeadLettered),
-            "docs" => assert_eq!(t.task.state, TaskState::Leased),
             _ => {
                 assert_eq!(t.task.state, TaskState::Cancelled, "{key}");
                 let reason = t.task.last_error.as_deref().unwrap();
@@ -980,14 +1025,6 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
             }
         }
     }
-    // The plan finishes (failed) once its independent task is done too.
-    assert_eq!(got.plan.state, PlanState::Running);
-    let docs = leased.iter().find(|l| l.task.id != build).unwrap();
-    h.queue
-        .complete(docs.task.id, docs.epoch, json!({}))
-        .await
-        .unwrap();
-    let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
     assert_eq!(got.plan.state, PlanState::Failed);
     assert_eq!(
         (
@@ -995,7 +1032,15 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
             got.plan.failed_count,
             got.plan.cancelled_count
         ),
-        (1, 1, 2)
+        (0, 1, 3)
+    );
+    // The running sibling's lease is useless now.
+    let docs = leased.iter().find(|l| l.task.id != build).unwrap();
+    assert!(
+        h.queue
+            .complete(docs.task.id, docs.epoch, json!({}))
+            .await
+            .is_err()
     );
     let rows = h.outbox().await;
     let cancelled: Vec<TaskEvent> = rows
@@ -1007,11 +1052,17 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
                 .data
         })
         .collect();
-    assert_eq!(cancelled.len(), 2);
+    assert_eq!(cancelled.len(), 3);
     assert!(
         cancelled
             .iter()
             .all(|e| e.reason.contains(&build.to_string()))
+    );
+    assert!(
+        cancelled
+            .iter()
+            .any(|e| e.task_id == docs.task.id.to_string() && e.reason.contains("failed for good")),
+        "{cancelled:?}"
     );
     assert!(
         rows.last()
@@ -1020,8 +1071,9 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
             .ends_with(&format!("{team}.plan.failed"))
     );
 
-    // Requeued from the DLQ, the failed task gets its cancelled dependents back: they
-    // wait for it again, the plan reopens and can still succeed.
+    // Requeued from the DLQ, the failed task gets the rest of its plan back: its
+    // dependents wait for it again, the independent task is queued again, the plan
+    // reopens and can still succeed.
     h.queue.requeue_dead_letter(team, build).await.unwrap();
     let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
     assert_eq!(got.plan.state, PlanState::Running);
@@ -1029,13 +1081,20 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
     assert_eq!(states["build"], TaskState::Queued);
     assert_eq!(states["test"], TaskState::Blocked);
     assert_eq!(states["deploy"], TaskState::Blocked);
-    for _ in ["build", "test", "deploy"] {
+    assert_eq!(states["docs"], TaskState::Queued);
+    for want in [2, 1, 1] {
         let leased = lease(&h.queue, 10).await;
-        assert_eq!(leased.len(), 1, "one task of the chain is ready at a time");
-        h.queue
-            .complete(leased[0].task.id, leased[0].epoch, json!({}))
-            .await
-            .unwrap();
+        assert_eq!(
+            leased.len(),
+            want,
+            "one task of the chain is ready at a time"
+        );
+        for l in leased {
+            h.queue
+                .complete(l.task.id, l.epoch, json!({}))
+                .await
+                .unwrap();
+        }
     }
     let got = h.queue.get_plan(team, detail.plan.id).await.unwrap();
     assert_eq!(got.plan.state, PlanState::Succeeded);
@@ -1074,6 +1133,86 @@ async fn plan_failure_cancels_dependents(kind: Kind) {
             .iter()
             .all(|t| t.task.state == TaskState::Cancelled)
     );
+    h.finish().await;
+}
+
+/// CancelPlan cancels every unfinished task (blocked, queued, leased, running) with
+/// the reason, leaves finished ones alone, publishes the plan's end, and is
+/// idempotent; another team's plan is not found.
+async fn cancel_plan_cancels_every_unfinished_task(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let team = TeamId::new();
+    let (detail, _) = h
+        .queue
+        .submit_plan(
+            team,
+            plan_of(
+                "whole",
+                vec![
+                    PlanTask::new("done", task(1)),
+                    PlanTask::new("running", task(2)),
+                    PlanTask::new("queued", task(3)).after(["done"]),
+                    PlanTask::new("blocked", task(4)).after(["queued"]),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let plan = detail.plan.id;
+    let leased = lease(&h.queue, 10).await;
+    assert_eq!(leased.len(), 2);
+    let done = keyed(&detail, "done");
+    let running = leased.iter().find(|l| l.task.id != done).unwrap();
+    let first = leased.iter().find(|l| l.task.id == done).unwrap();
+    h.queue
+        .complete(done, first.epoch, json!({}))
+        .await
+        .unwrap();
+    h.queue
+        .heartbeat(running.task.id, running.epoch, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let err = h
+        .queue
+        .cancel_plan(TeamId::new(), plan, "x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+
+    let cancelled = h.queue.cancel_plan(team, plan, "stop it").await.unwrap();
+    assert_eq!(cancelled.state, PlanState::Cancelled);
+    assert_eq!(
+        (cancelled.succeeded_count, cancelled.cancelled_count),
+        (1, 3)
+    );
+    let states = plan_states(&h.queue, team, &h.queue.get_plan(team, plan).await.unwrap()).await;
+    assert_eq!(states["done"], TaskState::Succeeded);
+    for key in ["running", "queued", "blocked"] {
+        assert_eq!(states[key], TaskState::Cancelled, "{key}");
+    }
+    let got = h.queue.get(team, running.task.id).await.unwrap();
+    assert_eq!(got.last_error.as_deref(), Some("stop it"));
+    // The running task's lease is useless now.
+    assert!(
+        h.queue
+            .heartbeat(running.task.id, running.epoch, Duration::from_secs(30))
+            .await
+            .is_err()
+    );
+    let rows = h.outbox().await;
+    let last = &rows.last().unwrap().0;
+    assert!(last.ends_with(&format!("{team}.plan.cancelled")), "{last}");
+    let event = godel_proto::cloudevent::decode::<PlanEvent>(&rows.last().unwrap().1)
+        .unwrap()
+        .data;
+    assert_eq!(event.reason, "stop it");
+
+    // Again: nothing changes.
+    let before = h.outbox().await.len();
+    let again = h.queue.cancel_plan(team, plan, "again").await.unwrap();
+    assert_eq!(again.state, PlanState::Cancelled);
+    assert_eq!(h.outbox().await.len(), before);
     h.finish().await;
 }
 
@@ -1778,6 +1917,7 @@ macro_rules! cases {
 
 cases!(sqlite => Sqlite:
     idempotent_submission,
+    concurrent_submissions_of_one_key_return_one_task,
     validation_names_the_field,
     backpressure,
     wfq_shares_follow_weights,
@@ -1793,6 +1933,7 @@ cases!(sqlite => Sqlite:
     every_change_writes_an_event,
     diamond_plan_readiness,
     plan_failure_cancels_dependents,
+    cancel_plan_cancels_every_unfinished_task,
     plan_validation_and_idempotency,
     orchestrator_registry_places_on_least_loaded,
     silent_orchestrators_are_unhealthy,
@@ -1804,6 +1945,7 @@ cases!(sqlite => Sqlite:
 
 cases!(postgres => Postgres:
     idempotent_submission,
+    concurrent_submissions_of_one_key_return_one_task,
     validation_names_the_field,
     backpressure,
     wfq_shares_follow_weights,
@@ -1819,6 +1961,7 @@ cases!(postgres => Postgres:
     every_change_writes_an_event,
     diamond_plan_readiness,
     plan_failure_cancels_dependents,
+    cancel_plan_cancels_every_unfinished_task,
     plan_validation_and_idempotency,
     orchestrator_registry_places_on_least_loaded,
     silent_orchestrators_are_unhealthy,

@@ -12,6 +12,10 @@
 //! }
 //! ```
 //!
+//! A task of a plan also has `"plan": {"base": "<40-hex commit>", "run_gate": true}`:
+//! the session works on the plan's integration branch (see `crate::plans`); intake
+//! sets `plan.id` to the task's plan id (whatever the payload said).
+//!
 //! `repository.url` is required (`repository` may also be just the URL string);
 //! `ref`, `adapter` (the configured default), `prompt` (empty) and `limits` (the
 //! configured defaults, 0 = no bound) are optional. Every other key is an adapter
@@ -60,7 +64,7 @@ struct Limits {
 /// The session that runs `task` under the lease at `epoch`; `invalid_argument`
 /// when the payload does not describe one (a permanent failure of the task).
 pub(crate) fn start_spec(task: &SchedulerTask, epoch: u64) -> Result<StartSpec, Error> {
-    let value: serde_json::Value = serde_json::from_str(&task.payload_json)
+    let mut value: serde_json::Value = serde_json::from_str(&task.payload_json)
         .map_err(|e| Error::invalid_argument(FIELD, format!("the payload is not JSON: {e}")))?;
     if !value.is_object() {
         return Err(Error::invalid_argument(
@@ -68,6 +72,14 @@ pub(crate) fn start_spec(task: &SchedulerTask, epoch: u64) -> Result<StartSpec, 
             "the payload must be a JSON object",
         ));
     }
+    // The plan is the scheduler's word, never the payload's.
+    if let Some(plan) = value.get_mut("plan").and_then(|p| p.as_object_mut()) {
+        match task.plan_id {
+            Some(id) => plan.insert("id".to_owned(), id.to_string().into()),
+            None => plan.remove("id"),
+        };
+    }
+    crate::plans::PlanSpec::of_payload(&value)?;
     let payload: Payload = serde_json::from_value(value.clone()).map_err(|e| {
         Error::invalid_argument(FIELD, format!("the payload is not a task payload: {e}"))
     })?;
@@ -118,6 +130,7 @@ mod tests {
             task_type: "code.change".into(),
             payload_json: payload.into(),
             profile_id: None,
+            plan_id: None,
             epoch: 3,
             lease_owner: String::new(),
             leased: true,
@@ -154,6 +167,23 @@ mod tests {
         assert_eq!(spec.repository.git_ref, None);
         assert_eq!(spec.adapter, None);
         assert_eq!(spec.limits, SessionLimits::default());
+    }
+
+    #[test]
+    fn the_plan_id_comes_from_the_task() {
+        let base = "b".repeat(40);
+        let payload = format!(
+            r#"{{"repository": "/r", "plan": {{"id": "pln_forged", "base": "{base}", "run_gate": true}}}}"#
+        );
+        let mut t = task(&payload);
+        let spec = start_spec(&t, 1).unwrap();
+        assert!(spec.payload["plan"].get("id").is_none(), "{}", spec.payload);
+        let plan = godel_types::PlanId::new();
+        t.plan_id = Some(plan);
+        let spec = start_spec(&t, 1).unwrap();
+        assert_eq!(spec.payload["plan"]["id"], plan.to_string());
+        t.payload_json = r#"{"repository": "/r", "plan": {"base": "main"}}"#.into();
+        assert!(start_spec(&t, 1).is_err());
     }
 
     #[test]

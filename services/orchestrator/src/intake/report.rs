@@ -48,7 +48,18 @@ pub(crate) fn of_session(session: &Session, draining: bool) -> Option<Report> {
     };
     match session.state {
         SessionState::Succeeded => Some(Report::Complete(result_json(session))),
-        SessionState::Failed => Some(Report::fail("session_failed", error(), true)),
+        SessionState::Failed => {
+            // A failed gate, a merge conflict, a closed plan: a retry would repeat it.
+            let permanent = session
+                .result
+                .as_ref()
+                .and_then(|r| r.integration.as_ref())
+                .and_then(|i| i.permanent_failure.clone());
+            Some(match permanent {
+                Some(code) => Report::fail(&code, error(), false),
+                None => Report::fail("session_failed", error(), true),
+            })
+        }
         SessionState::Cancelled if draining => Some(Report::fail(
             "orchestrator_shutdown",
             "the orchestrator shut down while the session ran",
@@ -92,6 +103,18 @@ pub(crate) fn result_json(session: &Session) -> String {
         "base_commit": session.base_commit,
         "commit": result.commit,
         "diff": diff,
+        "gate": result.integration.as_ref().and_then(|i| i.gate.as_ref()).map(|g| serde_json::json!({
+            "command": g.command,
+            "passed": g.passed,
+            "exit_code": g.exit_code,
+            "timed_out": g.timed_out,
+            "summary": g.summary,
+        })),
+        "merge": result.integration.as_ref().and_then(|i| i.merge.as_ref()).map(|m| serde_json::json!({
+            "branch": m.branch,
+            "commit": m.commit,
+            "conflicts": m.conflicts,
+        })),
         "usage": {
             "input_tokens": session.usage.input_tokens,
             "output_tokens": session.usage.output_tokens,
@@ -230,6 +253,17 @@ mod tests {
         assert_eq!(
             of_session(&session(SessionState::Failed, Some("boom")), false),
             Some(Report::fail("session_failed", "boom", true))
+        );
+        let mut gated = session(SessionState::Failed, Some("the gate failed"));
+        if let Some(result) = gated.result.as_mut() {
+            result.integration = Some(crate::session::Integration {
+                permanent_failure: Some("gate_failed".into()),
+                ..Default::default()
+            });
+        }
+        assert_eq!(
+            of_session(&gated, false),
+            Some(Report::fail("gate_failed", "the gate failed", false))
         );
         let shutdown = of_session(&session(SessionState::Cancelled, Some("x")), true);
         assert!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use godel_error::{Error, ErrorCode};
 use godel_proto::scheduler::v1 as pb;
 use godel_proto::scheduler::v1::scheduler_service_client::SchedulerServiceClient;
-use godel_types::{OrchestratorId, ProfileId, TaskId, TeamId};
+use godel_types::{OrchestratorId, PlanId, ProfileId, TaskId, TeamId};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::IntakeConfig;
@@ -23,6 +23,8 @@ pub(crate) struct SchedulerTask {
     pub task_type: String,
     pub payload_json: String,
     pub profile_id: Option<ProfileId>,
+    /// The plan the task belongs to.
+    pub plan_id: Option<PlanId>,
     pub epoch: u64,
     pub lease_owner: String,
     /// Leased or running: a lease is held (by `lease_owner`, at `epoch`).
@@ -138,6 +140,7 @@ impl Scheduler {
                 Error::internal(format!("the scheduler returned task id `{}`", task.id))
             })?,
             profile_id: task.profile_id.parse().ok(),
+            plan_id: task.plan_id.parse().ok(),
             task_type: task.task_type,
             payload_json: task.payload_json,
             epoch: task.epoch,
@@ -171,6 +174,19 @@ impl Scheduler {
                 task_id: task.to_string(),
                 epoch,
                 result_json,
+            })
+            .await
+            .map_err(Error::from)?;
+        Ok(())
+    }
+
+    /// Cancels every unfinished task of `team`'s plan `plan`.
+    pub async fn cancel_plan(&self, team: TeamId, plan: PlanId, reason: &str) -> Result<(), Error> {
+        self.client()
+            .cancel_plan(pb::CancelPlanRequest {
+                team_id: team.to_string(),
+                plan_id: plan.to_string(),
+                reason: reason.to_owned(),
             })
             .await
             .map_err(Error::from)?;

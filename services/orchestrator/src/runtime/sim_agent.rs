@@ -3,7 +3,10 @@
 //! tests and load, without a model.
 //!
 //! It works in `--edits` steps spread over `--duration-ms`. Each step writes
-//! `sim/file-<n>.txt` (`--lines-per-file` lines) and prints, one JSON object a line:
+//! `<dir>/file-<n>.txt` (`--dir`, relative to the working directory, default `sim`;
+//! `--lines-per-file` lines, each naming the directory and `--label`, so two runs
+//! writing the same file with different directories or labels conflict when merged)
+//! and prints, one JSON object a line:
 //!
 //! ```text
 //! {"type":"message","text":"…"}
@@ -64,9 +67,16 @@ pub struct SimArgs {
     /// Exit code after a simulated failure (0 simulates an agent that exits 0 anyway).
     #[arg(long, default_value_t = 1)]
     pub failure_exit_code: u8,
+    /// Directory, relative to the working directory, the files are written under.
+    #[arg(long, default_value = "sim")]
+    pub dir: String,
+    /// Written into every line (for example the task), so the content of two runs
+    /// differs.
+    #[arg(long, default_value = "")]
+    pub label: String,
     /// Directory to work in; the current directory by default.
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
 }
 
 /// How a simulated run ended.
@@ -85,7 +95,9 @@ pub async fn simulate(
     interrupt: impl Future<Output = ()>,
 ) -> std::io::Result<SimOutcome> {
     tokio::pin!(interrupt);
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let dir = args.workdir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let sub = args.dir.trim_end_matches('/');
+    let sub = if sub.is_empty() { "." } else { sub };
     let mut rng = StdRng::seed_from_u64(args.seed);
     let fails = rng.random_bool(args.failure_rate.clamp(0.0, 1.0));
     let steps = u64::from(args.edits.max(1));
@@ -96,7 +108,7 @@ pub async fn simulate(
         json!({"type": "message", "text": "starting the simulated task"}),
     )?;
     for step in 0..args.edits {
-        let path = format!("sim/file-{step}.txt");
+        let path = format!("{sub}/file-{step}.txt");
         let call = format!("call_{step}");
         emit(
             out,
@@ -205,7 +217,11 @@ fn write_file(dir: &Path, path: &str, step: u32, args: &SimArgs) -> std::io::Res
         .append(true)
         .open(&full)?;
     for line in 0..args.lines_per_file {
-        writeln!(file, "line {line} of step {step} (seed {})", args.seed)?;
+        writeln!(
+            file,
+            "line {line} of step {step} in {} by {:?} (seed {})",
+            args.dir, args.label, args.seed
+        )?;
     }
     Ok(kind)
 }
@@ -238,7 +254,7 @@ mod tests {
     use clap::Parser;
 
     fn args(extra: &[&str], dir: &Path) -> SimArgs {
-        let mut argv = vec!["godel-sim-agent", "--duration-ms", "0", "--dir"];
+        let mut argv = vec!["godel-sim-agent", "--duration-ms", "0", "--workdir"];
         let dir = dir.to_str().unwrap_or_default().to_owned();
         argv.push(&dir);
         argv.extend_from_slice(extra);
@@ -286,6 +302,24 @@ mod tests {
                 std::fs::read_to_string(dir.path().join(format!("sim/file-{n}.txt"))).unwrap();
             assert_eq!(text.lines().count(), 3);
         }
+    }
+
+    #[tokio::test]
+    async fn files_go_under_dir_and_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = args(
+            &["--edits", "1", "--dir", "sim/api", "--label", "t1"],
+            dir.path(),
+        );
+        let (outcome, events) = events(&args).await;
+        assert_eq!(outcome, SimOutcome::Done);
+        let text = std::fs::read_to_string(dir.path().join("sim/api/file-0.txt")).unwrap();
+        assert!(text.contains("in sim/api by \"t1\""), "{text}");
+        assert!(!dir.path().join("sim/file-0.txt").exists());
+        assert!(events.iter().any(|e| matches!(
+            &e.body,
+            EventBody::FileChange { path, .. } if path == "sim/api/file-0.txt"
+        )));
     }
 
     #[tokio::test]

@@ -178,13 +178,7 @@ impl WorktreeManager {
         source: &RepoSource,
         git_ref: Option<&str>,
     ) -> Result<Worktree, WorktreeError> {
-        let (repo, base_commit) = match source {
-            RepoSource::Local(path) => {
-                let commit = resolve(path, git_ref.unwrap_or("HEAD")).await?;
-                (path.clone(), commit)
-            }
-            RepoSource::Url(url) => self.fetch(url, git_ref).await?,
-        };
+        let (repo, base_commit) = self.repository(source, git_ref).await?;
         create_dir(&self.config.worktrees_dir).await?;
         let path = self.config.worktrees_dir.join(session.to_string());
         let branch = format!("godel/{task}");
@@ -211,6 +205,23 @@ impl WorktreeManager {
             task_id: task,
             session_id: session,
         })
+    }
+
+    /// The repository `source` names on this machine (a URL is cloned into the cache
+    /// on first use and fetched) and the commit `git_ref` names in it (`HEAD`, or the
+    /// remote's default branch, when `None`).
+    pub async fn repository(
+        &self,
+        source: &RepoSource,
+        git_ref: Option<&str>,
+    ) -> Result<(PathBuf, String), WorktreeError> {
+        match source {
+            RepoSource::Local(path) => {
+                let commit = resolve(path, git_ref.unwrap_or("HEAD")).await?;
+                Ok((path.clone(), commit))
+            }
+            RepoSource::Url(url) => self.fetch(url, git_ref).await,
+        }
     }
 
     /// Commits every change in the worktree on its branch (author

@@ -22,8 +22,11 @@ pub const SIM: &str = "sim";
 /// The simulated agent's binary name.
 const SIM_BINARY: &str = "godel-sim-agent";
 
-/// Flags of the simulated agent a payload may set (`{"sim": {"edits": 3, …}}`),
-/// all numeric.
+/// Text flags of the simulated agent a payload may set (`{"sim": {"dir": "sim/api"}}`):
+/// `dir` must be a relative path without `..`.
+const SIM_TEXT_FLAGS: &[&str] = &["dir", "label"];
+
+/// Numeric flags of the simulated agent a payload may set (`{"sim": {"edits": 3, …}}`).
 const SIM_FLAGS: &[&str] = &[
     "duration_ms",
     "edits",
@@ -82,7 +85,14 @@ pub(crate) fn agent_spec(
         return Ok(with_session(config, session, spec));
     }
     let (program, args): (PathBuf, Vec<OsString>) = if session.adapter == SIM {
-        (sim_agent_path(config), sim_args(&session.payload)?)
+        let mut args = sim_args(&session.payload)?;
+        // Lines name the task unless the payload chose a label: two tasks writing
+        // the same file write different lines.
+        if session.payload.pointer("/sim/label").is_none() {
+            args.push(OsString::from("--label"));
+            args.push(OsString::from(session.task_id.to_string()));
+        }
+        (sim_agent_path(config), args)
     } else {
         let command = config.commands.get(&session.adapter).ok_or_else(|| {
             Error::failed_precondition(format!(
@@ -157,11 +167,33 @@ fn sim_args(payload: &serde_json::Value) -> Result<Vec<OsString>, Error> {
     };
     let mut args = Vec::new();
     for (name, value) in sim {
+        if SIM_TEXT_FLAGS.contains(&name.as_str()) {
+            let Some(text) = value.as_str() else {
+                return Err(Error::invalid_argument(
+                    "payload_json",
+                    format!("`sim.{name}` must be a string"),
+                ));
+            };
+            let escapes = text.starts_with('/')
+                || std::path::Path::new(text)
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+            if name == "dir" && (text.is_empty() || escapes) {
+                return Err(Error::invalid_argument(
+                    "payload_json",
+                    "`sim.dir` must be a relative path inside the worktree (no `..`)",
+                ));
+            }
+            args.push(OsString::from(format!("--{name}")));
+            args.push(OsString::from(text));
+            continue;
+        }
         if !SIM_FLAGS.contains(&name.as_str()) {
             return Err(Error::invalid_argument(
                 "payload_json",
                 format!(
-                    "unknown simulated agent flag `sim.{name}` (known: {})",
+                    "unknown simulated agent flag `sim.{name}` (known: {}, {})",
+                    SIM_TEXT_FLAGS.join(", "),
                     SIM_FLAGS.join(", ")
                 ),
             ));
@@ -188,6 +220,10 @@ mod tests {
             sim_args(&serde_json::json!({"sim": {"edits": 2, "failure_rate": 1.0}})).unwrap();
         assert_eq!(args, ["--edits", "2", "--failure-rate", "1.0"]);
         assert!(sim_args(&serde_json::json!({"sim": {"dir": "/etc"}})).is_err());
+        assert!(sim_args(&serde_json::json!({"sim": {"dir": "a/../../x"}})).is_err());
+        assert!(sim_args(&serde_json::json!({"sim": {"workdir": "/tmp"}})).is_err());
+        let args = sim_args(&serde_json::json!({"sim": {"dir": "sim/api"}})).unwrap();
+        assert_eq!(args, ["--dir", "sim/api"]);
         assert!(sim_args(&serde_json::json!({"sim": {"edits": "x"}})).is_err());
         assert!(sim_args(&serde_json::json!({})).unwrap().is_empty());
     }

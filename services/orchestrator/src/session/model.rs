@@ -126,6 +126,48 @@ pub struct SessionResult {
     /// The commit holding the work, when it succeeded and changed something.
     pub commit: Option<String>,
     pub diff: Option<DiffSummary>,
+    /// What the quality gate and the plan merge did, once the agent succeeded.
+    pub integration: Option<Integration>,
+}
+
+/// What happened after the agent succeeded: the quality gate, the merge onto the
+/// plan's integration branch, and whether a failure there is one retrying cannot fix.
+/// Stored as JSON with the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeSummary>,
+    /// The code of a failure a retry would only repeat (`gate_failed`,
+    /// `merge_conflict`, `plan_closed`): its task fails for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permanent_failure: Option<String>,
+}
+
+/// How the quality gate ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSummary {
+    pub command: String,
+    pub passed: bool,
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// One line: what ran and how it ended.
+    pub summary: String,
+    /// The end of its output (at most 16 KiB).
+    pub output: String,
+}
+
+/// What merging the task's branch onto its plan's integration branch did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeSummary {
+    /// `godel/plan-<plan-id>`.
+    pub branch: String,
+    /// The integration branch's head after the merge; `None` on a conflict.
+    pub commit: Option<String>,
+    /// The conflicting files, when the merge failed.
+    #[serde(default)]
+    pub conflicts: Vec<String>,
 }
 
 /// A session as stored.

@@ -12,7 +12,7 @@ use godel_types::{OrchestratorId, SessionId, TaskId, TeamId};
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    LogBody, LoggedEvent, NewEvent, Repository, Session, SessionLimits, SessionResult,
+    Integration, LogBody, LoggedEvent, NewEvent, Repository, Session, SessionLimits, SessionResult,
     SessionState, Usage,
 };
 use crate::runtime::confine::ConfinementLevel;
@@ -24,7 +24,8 @@ const SESSION_COLUMNS: &str = "id, team_id, task_id, epoch, profile_id, adapter,
     repository_url, git_ref, branch, base_commit, orchestrator_id, state, confinement, \
     task_type, prompt, payload_json, max_duration_ms, max_cost_micro_usd, max_tokens, \
     created_at, started_at, finished_at, updated_at, error, exit_code, exit_signal, outcome, \
-    commit_sha, diff_json, input_tokens, output_tokens, cost_micro_usd, last_event_offset";
+    commit_sha, diff_json, input_tokens, output_tokens, cost_micro_usd, last_event_offset, \
+    integration_json";
 
 /// Rows per `INSERT` into the event log (6 parameters each).
 const EVENT_INSERT_CHUNK: usize = 500;
@@ -149,6 +150,13 @@ fn session_from_row(row: &QueryResult) -> Result<Session, Error> {
     let outcome: Option<String> = get(row, "outcome")?;
     let diff: Option<String> = get(row, "diff_json")?;
     let exit_code: Option<i64> = get(row, "exit_code")?;
+    let integration: Option<String> = get(row, "integration_json")?;
+    let integration = integration
+        .map(|text| {
+            serde_json::from_str::<Integration>(&text)
+                .map_err(|_| corrupt("integration_json", &text))
+        })
+        .transpose()?;
     let result = match outcome {
         None => None,
         Some(outcome) => Some(SessionResult {
@@ -157,6 +165,7 @@ fn session_from_row(row: &QueryResult) -> Result<Session, Error> {
             outcome,
             commit: get(row, "commit_sha")?,
             diff: diff.as_deref().map(diff_from_json).transpose()?,
+            integration,
         }),
     };
     let max_duration_ms: Option<i64> = get(row, "max_duration_ms")?;
@@ -287,7 +296,7 @@ pub(crate) async fn fence<C: ConnectionTrait>(
 pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, s: &Session) -> Result<(), Error> {
     let sql = format!(
         "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({})",
-        (1..=34)
+        (1..=35)
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ")
@@ -330,6 +339,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, s: &Session) -> Result<
         0i64.into(),
         0i64.into(),
         0i64.into(),
+        Option::<String>::None.into(),
     ];
     conn.execute_raw(stmt(conn, sql, values))
         .await
@@ -520,8 +530,8 @@ pub(crate) async fn transition<C: ConnectionTrait>(
             conn,
             "UPDATE sessions SET state = $2, updated_at = $3, started_at = $4, finished_at = $5, \
              error = $6, branch = $7, base_commit = $8, confinement = $9, exit_code = $10, \
-             exit_signal = $11, outcome = $12, commit_sha = $13, diff_json = $14 \
-             WHERE id = $1 AND state = $15",
+             exit_signal = $11, outcome = $12, commit_sha = $13, diff_json = $14, \
+             integration_json = $16 WHERE id = $1 AND state = $15",
             [
                 next.id.to_string().into(),
                 to.as_str().into(),
@@ -541,6 +551,10 @@ pub(crate) async fn transition<C: ConnectionTrait>(
                     .map(diff_to_json)
                     .into(),
                 from.as_str().into(),
+                result
+                    .and_then(|r| r.integration.as_ref())
+                    .map(|i| serde_json::to_string(i).unwrap_or_default())
+                    .into(),
             ],
         ))
         .await

@@ -15,7 +15,7 @@ use super::{Inner, Live, LlmAccess, Steer, StopRequest, adapter};
 use crate::runtime::event::{AgentState, EventBody, OutputStream, SessionEvent, Verdict};
 use crate::runtime::process::{self, AgentProcess, RunEnd, RunReport};
 use crate::runtime::reaper::AgentHandle;
-use crate::runtime::worktree::{Finished, RepoSource, Worktree};
+use crate::runtime::worktree::{RepoSource, Worktree};
 use godel_types::SessionId;
 
 /// Runs `session` and records how it ended; the session's live handle is dropped
@@ -142,14 +142,40 @@ async fn run(
     } else {
         RepoSource::Url(session.repository.url.clone())
     };
+    // A plan task starts from its plan's integration branch (created at the plan's
+    // base by the first of its tasks), so it sees the work merged before it.
+    let plan = match crate::plans::PlanSpec::of_payload(&session.payload) {
+        Ok(plan) => plan,
+        Err(error) => {
+            fail_for_good(inner, &session, "invalid_payload", error.message, None).await?;
+            return Ok(());
+        }
+    };
+    let start_ref = match &plan {
+        None => session.repository.git_ref.clone(),
+        Some(plan) => match open_plan(inner, &session, plan, &source).await {
+            Ok(start_ref) => Some(start_ref),
+            Err(error)
+                if error.code == godel_error::ErrorCode::FailedPrecondition
+                    || error.code == godel_error::ErrorCode::NotFound =>
+            {
+                let message = format!("the plan cannot take work: {}", error.message);
+                fail_for_good(inner, &session, "plan_closed", message, None).await?;
+                return Ok(());
+            }
+            Err(error) => {
+                let message = format!(
+                    "cannot prepare the plan's integration branch: {}",
+                    error.message
+                );
+                fail(inner, &session, "workspace_failed", message).await?;
+                return Ok(());
+            }
+        },
+    };
     let worktree = match inner
         .worktrees
-        .create(
-            session.id,
-            session.task_id,
-            &source,
-            session.repository.git_ref.as_deref(),
-        )
+        .create(session.id, session.task_id, &source, start_ref.as_deref())
         .await
     {
         Ok(worktree) => worktree,
@@ -270,7 +296,77 @@ async fn run(
             return Ok(());
         }
     };
-    finish(inner, &session, live, &worktree, &report).await
+    finish(inner, &session, live, &worktree, &report, plan.as_ref()).await
+}
+
+/// Opens `plan`'s integration branch in the session's repository; returns the ref
+/// the session's worktree starts from.
+async fn open_plan(
+    inner: &Inner,
+    session: &Session,
+    plan: &crate::plans::PlanSpec,
+    source: &RepoSource,
+) -> Result<String, Error> {
+    let (repo, _) = inner
+        .worktrees
+        .repository(source, Some(&plan.base))
+        .await
+        .map_err(|e| Error::unavailable(godel_error::chain(&e)))?;
+    inner
+        .integrations
+        .open(session.team_id, plan, &session.repository.url, &repo)
+        .await?;
+    Ok(format!(
+        "refs/heads/{}",
+        crate::runtime::worktree::integrate::integration_branch(plan.id)
+    ))
+}
+
+/// Fails the session with an error event `code`, for good: its task is not retried.
+async fn fail_for_good(
+    inner: &Inner,
+    session: &Session,
+    code: &'static str,
+    message: String,
+    result: Option<SessionResult>,
+) -> Result<(), Error> {
+    let mut result = result.unwrap_or_else(|| SessionResult {
+        outcome: message.clone(),
+        ..SessionResult::default()
+    });
+    result
+        .integration
+        .get_or_insert_with(Default::default)
+        .permanent_failure = Some(code.to_owned());
+    let event = NewEvent::own(LogBody::Error {
+        code: code.to_owned(),
+        message: message.clone(),
+    });
+    let change = Change {
+        reason: message.clone(),
+        error: Some(message),
+        result: Some(result),
+        ..Change::default()
+    };
+    inner
+        .transition(session.id, SessionState::Failed, change, vec![event])
+        .await?;
+    Ok(())
+}
+
+/// Appends `events` to `session`'s log now (outside a state change); returns the
+/// session after them.
+pub(super) async fn append_now(
+    inner: &Inner,
+    session: Session,
+    events: Vec<NewEvent>,
+) -> Result<Session, Error> {
+    let id = session.id;
+    let session = append_batch(inner, session, events, None).await?;
+    if let Some(live) = inner.live_handle(id) {
+        live.bump();
+    }
+    Ok(session)
 }
 
 /// With the LLM proxy running: a token for `session`, expiring at its wall-clock
@@ -367,7 +463,7 @@ async fn append_batch(
     events: Vec<NewEvent>,
     to: Option<SessionState>,
 ) -> Result<Session, Error> {
-    let txn = inner.begin().await?;
+    let (_write, txn) = inner.begin().await?;
     let now = chrono::Utc::now();
     let mut logged = super::store::append(&txn, &mut session, events, now).await?;
     let mut state_event = None;
@@ -409,6 +505,7 @@ async fn finish(
     live: &Live,
     worktree: &Worktree,
     report: &RunReport,
+    plan: Option<&crate::plans::PlanSpec>,
 ) -> Result<(), Error> {
     let (exit_code, exit_signal) = exit_of(report);
     let mut result = SessionResult {
@@ -435,13 +532,21 @@ async fn finish(
     };
     result.outcome = reason.clone();
     let mut extra = Vec::new();
+    let mut session = session.clone();
+    let mut to = to;
+    let mut reason = reason;
     if to == SessionState::Succeeded {
-        match inner.worktrees.finish(worktree, true).await {
-            Ok(Finished::Committed { commit, diff }) => {
+        let committed = async {
+            let commit = inner.worktrees.commit(worktree).await?;
+            let diff = inner.worktrees.diff_summary(worktree).await?;
+            Ok::<_, crate::runtime::worktree::WorktreeError>((commit, diff))
+        }
+        .await;
+        match committed {
+            Ok((commit, diff)) => {
                 result.commit = commit;
                 result.diff = Some(diff);
             }
-            Ok(Finished::Kept { .. }) => {}
             Err(error) => {
                 keep(inner, worktree).await;
                 let message = format!("cannot commit the work: {}", godel_error::chain(&error));
@@ -461,6 +566,40 @@ async fn finish(
                     .await?;
                 return Ok(());
             }
+        }
+        let integrated =
+            super::integrate::integrate(inner, session.clone(), live, worktree, plan).await?;
+        session = integrated.session;
+        result.integration = integrated.integration;
+        if let Some(request) = live.stop_request() {
+            // Stopped while the gate or the merge ran.
+            keep(inner, worktree).await;
+            to = SessionState::Cancelled;
+            result.outcome = request.reason.clone();
+            reason = request.reason;
+        } else if let Some(failure) = integrated.failure {
+            keep(inner, worktree).await;
+            result.outcome = failure.message.clone();
+            if failure.permanent {
+                return fail_for_good(inner, &session, failure.code, failure.message, Some(result))
+                    .await;
+            }
+            extra.push(NewEvent::own(LogBody::Error {
+                code: failure.code.to_owned(),
+                message: failure.message.clone(),
+            }));
+            let change = Change {
+                reason: failure.message.clone(),
+                error: Some(failure.message),
+                result: Some(result),
+                ..Change::default()
+            };
+            inner
+                .transition(session.id, SessionState::Failed, change, extra)
+                .await?;
+            return Ok(());
+        } else if let Err(error) = inner.worktrees.remove(worktree).await {
+            tracing::warn!(session_id = %session.id, path = %worktree.path.display(), error = %godel_error::chain(&error), "cannot remove the worktree of a finished session");
         }
     } else {
         keep(inner, worktree).await;

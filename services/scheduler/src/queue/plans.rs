@@ -2,7 +2,10 @@
 //! A task waits in `blocked` until every task it depends on has succeeded; the
 //! transaction that records the last of those successes queues it. When a task fails
 //! for good (dead-lettered or cancelled), every task depending on it, directly or not,
-//! is cancelled with a reason naming it. A plan's state is derived from its tasks'.
+//! is cancelled with a reason naming it; when it failed (dead-lettered, not
+//! cancelled), every other unfinished task of its plan is cancelled too, so running
+//! siblings stop and the plan ends as one unit. A plan can be cancelled as a whole
+//! ([`Queue::cancel_plan`]). A plan's state is derived from its tasks'.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,6 +20,10 @@ use sha2::{Digest, Sha256};
 use super::store::{self, TASK_COLUMNS, Transition, db_err, get, stmt};
 use super::task::{self, MAX_IDEMPOTENCY_KEY_LEN, NewTask, Task, TaskState, ValidTask};
 use super::{Queue, QueueConfig, events};
+
+mod list;
+
+pub use list::PlanPage;
 
 /// Longest accepted plan name, in bytes.
 pub const MAX_PLAN_NAME_LEN: usize = 256;
@@ -457,6 +464,37 @@ impl Queue {
         load_plan(self.db.conn(), team, id).await
     }
 
+    /// Cancels every unfinished task of `team`'s plan `id` (blocked, queued, leased,
+    /// running) with `reason`, in one transaction, with a `task.cancelled` event per
+    /// task and the `plan.<state>` event; a lease on one of them becomes useless.
+    /// Idempotent: a plan whose tasks all finished is returned as it is.
+    pub async fn cancel_plan(&self, team: TeamId, id: PlanId, reason: &str) -> Result<Plan, Error> {
+        let reason = if reason.trim().is_empty() {
+            "the plan was cancelled"
+        } else {
+            reason
+        };
+        let txn = self.begin().await?;
+        let now = store::db_now(&txn).await?;
+        let exists = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT id FROM plans WHERE id = $1 AND team_id = $2",
+                [id.to_string().into(), team.to_string().into()],
+            ))
+            .await
+            .map_err(db_err("reading a plan"))?;
+        if exists.is_none() {
+            return Err(Error::not_found(format!("plan {id}")));
+        }
+        let mut events = cancel_unfinished(&txn, id, reason, now).await?;
+        if let Some(event) = settle_plan(&txn, id, reason, now).await? {
+            events.push(event);
+        }
+        self.commit(txn, &events).await?;
+        Ok(load_plan(self.db.conn(), team, id).await?.plan)
+    }
+
     /// The ids of the tasks the task `id` of `team` waits for (empty for a standalone
     /// task).
     pub async fn dependencies(&self, team: TeamId, id: TaskId) -> Result<Vec<TaskId>, Error> {
@@ -601,6 +639,8 @@ pub(crate) async fn after_finish(
     let mut events = Vec::new();
     let mut plans: BTreeSet<PlanId> = BTreeSet::new();
     let mut failed: Vec<(TaskId, String)> = Vec::new();
+    // Plans with a task that failed for good, and why: the rest of each is cancelled.
+    let mut broken: Vec<(PlanId, String)> = Vec::new();
     for t in finished {
         let Some(plan) = t.plan_id else { continue };
         plans.insert(plan);
@@ -628,6 +668,12 @@ pub(crate) async fn after_finish(
                     t.id,
                     format!("dependency {} ({key:?}) was {}", t.id, t.state),
                 ));
+                if t.state != TaskState::Cancelled && !broken.iter().any(|(p, _)| *p == plan) {
+                    broken.push((
+                        plan,
+                        format!("{} ({key:?}) failed for good", sibling_reason_prefix(t.id)),
+                    ));
+                }
             }
             _ => {}
         }
@@ -647,9 +693,78 @@ pub(crate) async fn after_finish(
             }
         }
     }
+    // Dependents first (their reason names the dependency, so a requeue of it
+    // revives them), then every other unfinished task of a plan that failed.
+    for (plan, reason) in &broken {
+        events.extend(cancel_unfinished(txn, *plan, reason, now).await?);
+    }
     for plan in plans {
-        if let Some(event) = settle_plan(txn, plan, now).await? {
+        let reason = broken
+            .iter()
+            .find(|(p, _)| *p == plan)
+            .map_or("", |(_, reason)| reason.as_str());
+        if let Some(event) = settle_plan(txn, plan, reason, now).await? {
             events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// How the reason of a task cancelled because `failed` (of its plan) failed for good
+/// starts; a requeue of `failed` finds them by it.
+fn sibling_reason_prefix(failed: TaskId) -> String {
+    format!("plan task {failed}")
+}
+
+/// The cancelled tasks of `plan`, locked on PostgreSQL.
+async fn cancelled_of_plan(txn: &DatabaseTransaction, plan: PlanId) -> Result<Vec<Task>, Error> {
+    let rows = txn
+        .query_all_raw(stmt(
+            txn,
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE plan_id = $1 AND state = 'cancelled' \
+                 ORDER BY seq{}",
+                store::for_update(txn, false)
+            ),
+            [plan.to_string().into()],
+        ))
+        .await
+        .map_err(db_err("finding a plan's cancelled tasks"))?;
+    store::tasks_from_rows(&rows)
+}
+
+/// Cancels every unfinished task of `plan` (blocked, queued, leased, running) with
+/// `reason`; returns their `task.cancelled` events. Tasks are locked in submission
+/// order.
+async fn cancel_unfinished(
+    txn: &DatabaseTransaction,
+    plan: PlanId,
+    reason: &str,
+    now: i64,
+) -> Result<Vec<OutboxEvent>, Error> {
+    let rows = txn
+        .query_all_raw(stmt(
+            txn,
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE plan_id = $1 AND state IN \
+                 ('blocked', 'queued', 'leased', 'running') ORDER BY seq{}",
+                store::for_update(txn, false)
+            ),
+            [plan.to_string().into()],
+        ))
+        .await
+        .map_err(db_err("finding a plan's unfinished tasks"))?;
+    let mut events = Vec::new();
+    for task in store::tasks_from_rows(&rows)? {
+        let mut change = Transition::new(&task, TaskState::Cancelled, now);
+        change.last_error = Some(reason);
+        if let Some(cancelled) = change.apply(txn).await? {
+            events.push(events::task_event(
+                &cancelled,
+                Some(task.state),
+                reason,
+                now,
+            )?);
         }
     }
     Ok(events)
@@ -658,8 +773,9 @@ pub(crate) async fn after_finish(
 /// What follows from `task` (a plan task) being requeued from the dead-letter queue:
 /// the dependents cancelled because it failed for good — directly or through another
 /// cancelled dependent, their last error naming it — are blocked again, waiting for
-/// it, and the plan is open again. Tasks cancelled for any other reason stay
-/// cancelled. Returns the events.
+/// it; the other tasks of the plan cancelled because it failed are queued again (or
+/// blocked while a dependency has not succeeded); the plan is open again. Tasks
+/// cancelled for any other reason stay cancelled. Returns the events.
 pub(crate) async fn after_requeue(
     txn: &DatabaseTransaction,
     task: &Task,
@@ -675,6 +791,36 @@ pub(crate) async fn after_requeue(
     );
     let mut events = Vec::new();
     let mut revived = vec![task.id];
+    // The rest of the plan, cancelled because this task failed for good, is back:
+    // queued, or blocked while a dependency has not succeeded.
+    let sibling_marker = format!("{} ", sibling_reason_prefix(task.id));
+    for sibling in cancelled_of_plan(txn, plan).await? {
+        let cancelled_by_it = sibling
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(&sibling_marker));
+        if !cancelled_by_it {
+            continue;
+        }
+        let to = if unfinished_dependencies(txn, sibling.id).await? {
+            TaskState::Blocked
+        } else {
+            TaskState::Queued
+        };
+        let mut change = Transition::new(&sibling, to, now);
+        if to == TaskState::Queued {
+            change.not_before = Some(sibling.not_before.timestamp_micros().max(now));
+        }
+        if let Some(back) = change.apply(txn).await? {
+            events.push(events::task_event(
+                &back,
+                Some(TaskState::Cancelled),
+                &reason,
+                now,
+            )?);
+            revived.push(back.id);
+        }
+    }
     while let Some(id) = revived.pop() {
         for dependent in dependents_in(txn, id, TaskState::Cancelled).await? {
             let cancelled_by_it = dependent
@@ -696,7 +842,7 @@ pub(crate) async fn after_requeue(
             }
         }
     }
-    if let Some(event) = settle_plan(txn, plan, now).await? {
+    if let Some(event) = settle_plan(txn, plan, &reason, now).await? {
         events.push(event);
     }
     Ok(events)
@@ -746,11 +892,13 @@ async fn unfinished_dependencies(txn: &DatabaseTransaction, task: TaskId) -> Res
 }
 
 /// Records the derived state of `plan` when it changed; returns the `plan.<state>`
-/// event when the plan just reached a terminal state. The plan row is locked first,
-/// so of concurrent transactions finishing its last tasks, the last sees them all.
+/// event (with `reason`) when the plan just reached a terminal state. The plan row is
+/// locked first, so of concurrent transactions finishing its last tasks, the last
+/// sees them all.
 async fn settle_plan(
     txn: &DatabaseTransaction,
     plan: PlanId,
+    reason: &str,
     now: i64,
 ) -> Result<Option<OutboxEvent>, Error> {
     let row = txn
@@ -804,7 +952,7 @@ async fn settle_plan(
     if !current.state.is_terminal() {
         return Ok(None);
     }
-    Ok(Some(events::plan_event(&current, Some(from), "", now)?))
+    Ok(Some(events::plan_event(&current, Some(from), reason, now)?))
 }
 
 #[cfg(test)]
