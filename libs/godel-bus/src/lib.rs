@@ -9,7 +9,9 @@
 //!   within the dedup window stores it once (`PublishAck::duplicate`);
 //! - **ordered per subject**: one consumer sees messages of a subject in publish order;
 //! - **durable consumers**: a consumer recreated under the same durable name resumes
-//!   after the last acked message.
+//!   after the last acked message;
+//! - **subscriptions** (`Bus::subscribe`): an unacked read of one filter from a stream
+//!   sequence (or from now), for live views that resume by sequence.
 //!
 //! Services build their bus from configuration:
 //!
@@ -30,7 +32,8 @@ mod validate;
 pub use config::{BusConfig, BusKind, connect};
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use message::{
-    BusError, Consumer, ConsumerConfig, Delivery, DeliveryAck, Headers, OutgoingMessage, PublishAck,
+    BusError, Consumer, ConsumerConfig, Delivery, DeliveryAck, Headers, OutgoingMessage,
+    PublishAck, Subscription,
 };
 pub use nats::NatsBus;
 pub use subject::Subject;
@@ -63,6 +66,14 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Creates (or reattaches to) a durable consumer.
     async fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>, BusError>;
+
+    /// Reads the messages matching `filter` (NATS wildcards) in stream order, from
+    /// stream sequence `from` on — or, when `from` is `None`, those stored after this
+    /// call — without a durable consumer: nothing is remembered for it on the bus once
+    /// it is dropped, and its deliveries need no ack (acking does nothing). For live
+    /// views that resume by sequence, such as the gateway's event streams. Messages
+    /// retention already dropped are skipped.
+    async fn subscribe(&self, filter: &str, from: Option<u64>) -> Result<Subscription, BusError>;
 
     /// Checks that the bus is reachable and usable (for readiness probes).
     async fn check(&self) -> Result<(), BusError>;

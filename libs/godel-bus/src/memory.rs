@@ -34,7 +34,7 @@ use crate::config::BusConfig;
 use crate::validate;
 use crate::{
     Bus, BusError, Consumer, ConsumerConfig, Delivery, DeliveryAck, Headers, OutgoingMessage,
-    PublishAck, Subject,
+    PublishAck, Subject, Subscription,
 };
 
 /// Limits of the in-process stream.
@@ -413,6 +413,24 @@ impl Bus for MemoryBus {
         }))
     }
 
+    async fn subscribe(&self, filter: &str, from: Option<u64>) -> Result<Subscription, BusError> {
+        validate::subscription(filter)?;
+        let state = self.shared.lock();
+        if state.closed {
+            return Err(BusError::Closed);
+        }
+        let last_sequence = state.next_seq - 1;
+        Ok(Subscription {
+            messages: Box::new(MemorySubscription {
+                shared: self.shared.clone(),
+                filter: filter.to_owned(),
+                next_seq: from.unwrap_or(state.next_seq),
+                changed: self.shared.changed.subscribe(),
+            }),
+            last_sequence,
+        })
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         if self.shared.lock().closed {
             return Err(BusError::Closed);
@@ -458,6 +476,75 @@ impl Consumer for MemoryConsumer {
                 }
             }
         }
+    }
+}
+
+/// A [`Bus::subscribe`] read: a cursor into the log, unknown to the bus.
+struct MemorySubscription {
+    shared: Arc<Shared>,
+    filter: String,
+    next_seq: u64,
+    changed: watch::Receiver<u64>,
+}
+
+impl MemorySubscription {
+    /// The next matching message at or after `next_seq`, if one is stored.
+    fn look(&mut self, state: &mut State) -> Option<Delivery> {
+        state.enforce_retention(&self.shared.config, Instant::now());
+        let first_seq = state.first_seq();
+        let start = self.next_seq.max(first_seq);
+        let offset = usize::try_from(start - first_seq).unwrap_or(usize::MAX);
+        let found = state
+            .log
+            .iter()
+            .skip(offset)
+            .find(|m| crate::subject::matches(&self.filter, m.subject.as_str()));
+        self.next_seq = found.map_or(first_seq + state.log.len() as u64, |m| m.seq + 1);
+        found.map(|m| Delivery {
+            id: m.id.clone(),
+            subject: m.subject.clone(),
+            headers: m.headers.clone(),
+            payload: m.payload.clone(),
+            delivery_count: 1,
+            sequence: m.seq,
+            acker: Box::new(NoAck),
+        })
+    }
+}
+
+#[async_trait]
+impl Consumer for MemorySubscription {
+    async fn next(&mut self) -> Result<Option<Delivery>, BusError> {
+        loop {
+            self.changed.borrow_and_update();
+            {
+                let shared = self.shared.clone();
+                let mut state = shared.lock();
+                if state.closed {
+                    return Ok(None);
+                }
+                if let Some(delivery) = self.look(&mut state) {
+                    return Ok(Some(delivery));
+                }
+            }
+            if self.changed.changed().await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The acker of a subscription's deliveries: nothing to acknowledge.
+struct NoAck;
+
+#[async_trait]
+impl DeliveryAck for NoAck {
+    async fn ack(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn nak(&self, _delay: Option<Duration>) -> Result<(), BusError> {
+        Ok(())
     }
 }
 

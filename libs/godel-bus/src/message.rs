@@ -104,6 +104,24 @@ pub trait Consumer: Send {
     async fn next(&mut self) -> Result<Option<Delivery>, BusError>;
 }
 
+/// A [`crate::Bus::subscribe`] read: its messages, and where the stream stood when it
+/// began.
+pub struct Subscription {
+    /// The matching messages, in stream order.
+    pub messages: Box<dyn Consumer>,
+    /// The sequence of the last message stored when the subscription was made (0 for an
+    /// empty stream). A subscription from `None` delivers only higher sequences.
+    pub last_sequence: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("last_sequence", &self.last_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Bus failures, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -120,6 +138,8 @@ pub enum BusError {
     Ack { reason: String },
     #[error("the bus is closed")]
     Closed,
+    #[error("subscribing to {filter} failed: {reason}")]
+    Subscribe { filter: String, reason: String },
     #[error("invalid subject `{subject}`: {reason}")]
     InvalidSubject { subject: String, reason: String },
 }

@@ -16,6 +16,9 @@
 //!   the durable name as is. Order is kept per subject, as each subject matches
 //!   exactly one filter. Changing a consumer's filter list later leaves the old
 //!   server-side consumers behind (delete them with the `nats` CLI).
+//! - **Subscriptions** (`Bus::subscribe`) are ephemeral pull consumers without acks
+//!   (`AckPolicy::None`, `DeliverPolicy::ByStartSequence`); the server deletes one a
+//!   minute after its reader stopped pulling.
 //! - **Acks and naks** are sent without waiting for the server's confirmation (plain
 //!   JetStream acks); a lost ack only means a redelivery, which consumers tolerate as
 //!   they are idempotent by message id.
@@ -38,12 +41,15 @@ use crate::config::BusConfig;
 use crate::validate::{self, RESERVED_HEADER_PREFIX};
 use crate::{
     Bus, BusError, Consumer, ConsumerConfig, Delivery, DeliveryAck, Headers, OutgoingMessage,
-    PublishAck, Subject,
+    PublishAck, Subject, Subscription,
 };
 
 /// How many messages one pull request asks for. Small enough that buffered messages do
 /// not sit long in the client while their `ack_wait` runs.
 const PULL_BATCH: usize = 64;
+
+/// How long the server keeps a subscription's ephemeral consumer nobody pulls from.
+const SUBSCRIPTION_INACTIVE: Duration = Duration::from_secs(60);
 
 /// A bus on NATS JetStream. Cloning shares the connection.
 #[derive(Clone)]
@@ -290,6 +296,56 @@ impl Bus for NatsBus {
             durable_name: config.durable_name,
             wire_prefix: self.wire_prefix.clone(),
         }))
+    }
+
+    async fn subscribe(&self, filter: &str, from: Option<u64>) -> Result<Subscription, BusError> {
+        validate::subscription(filter)?;
+        let err = |reason: String| BusError::Subscribe {
+            filter: filter.to_owned(),
+            reason,
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream_name)
+            .await
+            .map_err(|e| err(format!("opening stream {}: {e}", self.stream_name)))?;
+        let last_sequence = stream
+            .get_info()
+            .await
+            .map_err(|e| err(format!("stream {} info: {e}", self.stream_name)))?
+            .state
+            .last_sequence;
+        // An ephemeral consumer without acks; the server deletes it once nobody has
+        // pulled from it for `SUBSCRIPTION_INACTIVE`.
+        let pull = consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.unwrap_or(last_sequence + 1).max(1),
+            },
+            filter_subject: self.wire_subject(filter),
+            inactive_threshold: SUBSCRIPTION_INACTIVE,
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(pull)
+            .await
+            .map_err(|e| err(format!("creating an ephemeral consumer: {e}")))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .messages()
+            .await
+            .map_err(|e| err(format!("pulling from the ephemeral consumer: {e}")))?;
+        let mut merged = SelectAll::new();
+        merged.push(messages.boxed());
+        Ok(Subscription {
+            messages: Box::new(NatsConsumer {
+                messages: merged,
+                durable_name: format!("subscription to {filter}"),
+                wire_prefix: self.wire_prefix.clone(),
+            }),
+            last_sequence,
+        })
     }
 
     async fn check(&self) -> Result<(), BusError> {

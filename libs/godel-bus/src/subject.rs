@@ -51,6 +51,16 @@ impl Subject {
         format!("{ROOT}.team.>")
     }
 
+    /// Filter matching every task event of one team.
+    pub fn team_task_events(team: TeamId) -> String {
+        format!("{ROOT}.team.{team}.task.*")
+    }
+
+    /// Filter matching every plan event of one team.
+    pub fn team_plan_events(team: TeamId) -> String {
+        format!("{ROOT}.team.{team}.plan.*")
+    }
+
     /// Filter matching every event of one team.
     pub fn team_events(team: TeamId) -> String {
         format!("{ROOT}.team.{team}.>")
@@ -132,6 +142,15 @@ mod tests {
         assert!(matches(&Subject::all_team_events(), s.as_str()));
         assert!(matches(&Subject::team_events(team), s.as_str()));
         assert!(!matches(&Subject::team_events(TeamId::new()), s.as_str()));
+        assert!(matches(
+            &Subject::team_task_events(team),
+            Subject::task(team, "queued").as_str()
+        ));
+        assert!(!matches(&Subject::team_task_events(team), s.as_str()));
+        assert!(matches(
+            &Subject::team_plan_events(team),
+            Subject::plan(team, "submitted").as_str()
+        ));
         assert!(matches("godel.v1.team.*.session.*", s.as_str()));
         assert!(!matches("godel.v1.team.*.task.*", s.as_str()));
         assert!(!matches("godel.v1.team", s.as_str()));

@@ -79,6 +79,14 @@ pub(crate) fn consumer(config: &ConsumerConfig) -> Result<(), BusError> {
     Ok(())
 }
 
+/// Checks the filter of a [`crate::Bus::subscribe`].
+pub(crate) fn subscription(filter: &str) -> Result<(), BusError> {
+    validate_filter(filter).map_err(|reason| BusError::Subscribe {
+        filter: filter.to_owned(),
+        reason: format!("invalid filter: {reason}"),
+    })
+}
+
 fn validate_filter(filter: &str) -> Result<(), &'static str> {
     let root = format!("{}.", subject::ROOT);
     if !filter.starts_with(&root) || filter.len() == root.len() {

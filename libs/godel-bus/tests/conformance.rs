@@ -410,6 +410,57 @@ async fn publish_all_keeps_order_and_stops_at_a_failure(bus: Arc<dyn Bus>) {
     }
 }
 
+async fn subscriptions_start_now_or_at_a_sequence_and_filter(bus: Arc<dyn Bus>) {
+    let team = TeamId::new();
+    let other = TeamId::new();
+    let filter = format!("godel.v1.team.{team}.task.*");
+    let before = bus
+        .publish(message("before", Subject::task(team, "queued"), "0"))
+        .await
+        .unwrap();
+    let mut now = bus.subscribe(&filter, None).await.unwrap();
+    assert!(now.last_sequence >= before.sequence);
+    let mut sequences = Vec::new();
+    for i in 1..=3 {
+        bus.publish(message(
+            &format!("other-{i}"),
+            Subject::task(other, "queued"),
+            "x",
+        ))
+        .await
+        .unwrap();
+        let ack = bus
+            .publish(message(
+                &format!("m{i}"),
+                Subject::task(team, "running"),
+                &i.to_string(),
+            ))
+            .await
+            .unwrap();
+        sequences.push(ack.sequence);
+    }
+    // From now: only what came after, only this team's, in order.
+    for (i, sequence) in sequences.iter().enumerate() {
+        let d = next(&mut now.messages).await;
+        assert_eq!(d.id, format!("m{}", i + 1));
+        assert_eq!(d.sequence, *sequence);
+        d.ack().await.unwrap();
+    }
+    // From a sequence: exactly the matching messages from it on, the earlier one too.
+    let mut replay = bus.subscribe(&filter, Some(before.sequence)).await.unwrap();
+    assert_eq!(next(&mut replay.messages).await.id, "before");
+    let mut resumed = bus.subscribe(&filter, Some(sequences[1])).await.unwrap();
+    assert_eq!(next(&mut resumed.messages).await.id, "m2");
+    assert_eq!(next(&mut resumed.messages).await.id, "m3");
+    // Nothing else is waiting.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), resumed.messages.next())
+            .await
+            .is_err()
+    );
+    assert!(bus.subscribe("not.a.filter", None).await.is_err());
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -444,6 +495,7 @@ conformance!(
     max_deliver_stops_redelivery,
     headers_survive,
     publish_all_keeps_order_and_stops_at_a_failure,
+    subscriptions_start_now_or_at_a_sequence_and_filter,
 );
 
 #[test]

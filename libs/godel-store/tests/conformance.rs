@@ -649,6 +649,13 @@ impl Bus for DieAfter {
     async fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>, BusError> {
         self.inner.consumer(config).await
     }
+    async fn subscribe(
+        &self,
+        filter: &str,
+        from: Option<u64>,
+    ) -> Result<godel_bus::Subscription, BusError> {
+        self.inner.subscribe(filter, from).await
+    }
     async fn check(&self) -> Result<(), BusError> {
         self.inner.check().await
     }
@@ -676,6 +683,13 @@ impl Bus for Flaky {
     }
     async fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>, BusError> {
         self.inner.consumer(config).await
+    }
+    async fn subscribe(
+        &self,
+        filter: &str,
+        from: Option<u64>,
+    ) -> Result<godel_bus::Subscription, BusError> {
+        self.inner.subscribe(filter, from).await
     }
     async fn check(&self) -> Result<(), BusError> {
         self.inner.check().await
@@ -717,6 +731,13 @@ impl Bus for Tagged {
     }
     async fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>, BusError> {
         self.probe.inner.consumer(config).await
+    }
+    async fn subscribe(
+        &self,
+        filter: &str,
+        from: Option<u64>,
+    ) -> Result<godel_bus::Subscription, BusError> {
+        self.probe.inner.subscribe(filter, from).await
     }
     async fn check(&self) -> Result<(), BusError> {
         self.probe.inner.check().await
