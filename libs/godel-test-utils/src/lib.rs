@@ -9,6 +9,7 @@ pub mod git;
 pub mod identity;
 pub mod llm;
 pub mod nats;
+pub mod oidc;
 pub mod otlp;
 pub mod postgres;
 pub mod redis;

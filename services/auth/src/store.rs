@@ -85,7 +85,11 @@ impl Auth {
 pub(crate) fn db_error(operation: &'static str) -> impl FnOnce(DbErr) -> Error {
     move |source| {
         tracing::error!(error = %source, operation, "auth database operation failed");
-        Error::internal(format!("{operation} failed"))
+        if godel_store::is_unavailable(&source) {
+            Error::unavailable(format!("{operation} failed: the database is unavailable"))
+        } else {
+            Error::internal(format!("{operation} failed"))
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Single sign-on against a real OpenID provider: npm `oidc-provider` (installed by
-//! `scripts/oidc-provider.sh`, found through `OIDC_PROVIDER_DIR`) started by
-//! each test from `tests/support/oidc-provider.mjs`, and the real auth service on
-//! port 0, called over gRPC. The browser is played by an HTTP client with a cookie
-//! jar going through the provider's development login and consent forms.
+//! `scripts/oidc-provider.sh`, found through `OIDC_PROVIDER_DIR`) started by each
+//! test through `godel_test_utils::oidc`, and the real auth service on port 0, called
+//! over gRPC. The browser is played by an HTTP client with a cookie jar going through
+//! the provider's development login and consent forms.
 //!
 //! Without node or the package the tests skip with the reason, except under
 //! `CI=true`, where they fail.
@@ -11,9 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 
 use godel_auth::{
@@ -27,6 +25,7 @@ use godel_runtime::{RunningService, ServerConfig};
 use godel_store::DatabaseConfig;
 use godel_store::sea_orm::ConnectionTrait;
 use godel_store::sea_orm::sea_query::{Alias, Query};
+use godel_test_utils::oidc::{Browser, ClientSetup, Provider, provider_dir};
 use godel_test_utils::postgres::{DbKind as Kind, TestDb};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -36,122 +35,26 @@ const CLIENT_ID: &str = "godel-test";
 const CLIENT_SECRET: &str = "a client secret with spaces & symbols";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/auth/callback";
 
-/// Where the provider package is, or why the test cannot run.
-fn provider_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("OIDC_PROVIDER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/oidc-provider")
-        });
-    let why = if Command::new("node").arg("--version").output().is_err() {
-        "node is not installed".to_owned()
-    } else if !dir.join("node_modules/oidc-provider/package.json").exists() {
-        format!(
-            "npm oidc-provider is not installed in {} (run scripts/oidc-provider.sh)",
-            dir.display()
-        )
-    } else {
-        return Some(dir);
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the SSO tests need a real OpenID provider: {why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
-/// A running `oidc-provider`, killed on drop.
-struct IdP {
-    child: Child,
-    issuer: String,
-    accounts: PathBuf,
-    /// Kept open: the provider must not write into a closed pipe.
-    _stdout: BufReader<std::process::ChildStdout>,
-    _dir: tempfile_dir::Dir,
-}
-
-/// A scratch directory removed on drop.
-mod tempfile_dir {
-    pub struct Dir(pub std::path::PathBuf);
-
-    impl Dir {
-        pub fn new() -> Self {
-            let path = std::env::temp_dir().join(godel_test_utils::unique_name("oidc"));
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if let Ok(log) = std::fs::read_to_string(self.0.join("stderr.log")) {
-                eprintln!("oidc-provider stderr:\n{log}");
+/// Starts the test provider with the one client `variant` describes.
+fn start_idp(package: &Path, variant: Variant) -> Provider {
+    Provider::start(
+        package,
+        &ClientSetup {
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: CLIENT_SECRET.to_owned(),
+            redirect_uris: vec![
+                REDIRECT_URI.to_owned(),
+                "http://127.0.0.1:10/auth/callback".to_owned(),
+            ],
+            token_endpoint_auth_method: match variant.client_auth {
+                godel_auth::ClientAuth::ClientSecretPost => "client_secret_post",
+                _ => "client_secret_basic",
             }
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl IdP {
-    fn start(package: &Path, variant: Variant) -> Self {
-        let dir = tempfile_dir::Dir::new();
-        let accounts = dir.0.join("accounts.json");
-        std::fs::write(&accounts, "{}").unwrap();
-        let config = dir.0.join("config.json");
-        std::fs::write(
-            &config,
-            serde_json::to_vec(&serde_json::json!({
-                "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET,
-                "redirect_uris": [REDIRECT_URI, "http://127.0.0.1:10/auth/callback"],
-                "accounts_file": accounts,
-                "token_endpoint_auth_method": match variant.client_auth {
-                    godel_auth::ClientAuth::ClientSecretPost => "client_secret_post",
-                    _ => "client_secret_basic",
-                },
-                "claims_in_id_token": variant.claims_in_id_token,
-                "id_token_alg": variant.id_token_alg,
-            }))
-            .unwrap(),
-        )
-        .unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/oidc-provider.mjs");
-        let mut child = Command::new("node")
-            .arg(script)
-            .arg(package)
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.0.join("stderr.log")).unwrap())
-            .spawn()
-            .expect("starting node");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let started: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            let stderr = std::fs::read_to_string(dir.0.join("stderr.log")).unwrap_or_default();
-            panic!("oidc-provider did not start ({e}): {line:?}; its stderr:\n{stderr}")
-        });
-        Self {
-            child,
-            issuer: started["issuer"].as_str().unwrap().to_owned(),
-            accounts,
-            _stdout: stdout,
-            _dir: dir,
-        }
-    }
-
-    /// Sets who can sign in, with which claims (read at every sign-in).
-    fn accounts(&self, accounts: serde_json::Value) {
-        std::fs::write(&self.accounts, serde_json::to_vec(&accounts).unwrap()).unwrap();
-    }
-}
-
-impl Drop for IdP {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .to_owned(),
+            claims_in_id_token: variant.claims_in_id_token,
+            id_token_alg: variant.id_token_alg.to_owned(),
+        },
+    )
 }
 
 /// The real auth service configured with the test provider.
@@ -160,7 +63,7 @@ struct Server {
     stop: CancellationToken,
     admin: BootstrapAdmin,
     db: godel_store::Db,
-    idp: IdP,
+    idp: Provider,
     test_db: TestDb,
 }
 
@@ -169,7 +72,7 @@ impl Server {
     /// name) and `ops` (by id), created here first.
     async fn spawn(kind: Kind, package: &Path) -> (Self, TeamIds) {
         let variant = Variant::of(kind);
-        let idp = IdP::start(package, variant);
+        let idp = start_idp(package, variant);
         let test_db = TestDb::of(kind).await;
         let mut config = AuthConfig {
             server: ServerConfig::local(),
@@ -351,86 +254,16 @@ fn authed<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-/// The value of attribute `name` in an HTML tag.
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
-    let end = tag[start..].find('"')? + start;
-    Some(tag[start..end].replace("&amp;", "&"))
-}
-
-/// The first form of `html`: its action and its inputs' names and values.
-fn form(html: &str) -> (String, Vec<(String, String)>) {
-    let start = html.find("<form").expect("a form on the page");
-    let tag_end = html[start..].find('>').unwrap() + start;
-    let action = attribute(&html[start..tag_end], "action").expect("a form action");
-    let end = html[start..].find("</form>").unwrap() + start;
-    let inputs = html[start..end]
-        .split("<input")
-        .skip(1)
-        .filter_map(|i| {
-            let tag = &i[..i.find('>').unwrap_or(i.len())];
-            Some((
-                attribute(tag, "name")?,
-                attribute(tag, "value").unwrap_or_default(),
-            ))
-        })
-        .collect();
-    (action, inputs)
-}
-
 /// Plays the browser: follows redirects from `url` keeping the provider's
 /// cookies, signs in as `login` on the development login form, consents, and
 /// stops at the redirect to `redirect_uri`. Returns that redirect's query.
 async fn browser(url: &str, login: &str, redirect_uri: &str) -> BTreeMap<String, String> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let mut cookies: BTreeMap<String, String> = BTreeMap::new();
-    let mut next = http.get(url);
-    let mut at = reqwest::Url::parse(url).unwrap();
-    for _ in 0..20 {
-        let jar = cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let response = next
-            .header(reqwest::header::COOKIE, jar)
-            .send()
-            .await
-            .unwrap();
-        for value in response.headers().get_all(reqwest::header::SET_COOKIE) {
-            let pair = value.to_str().unwrap().split(';').next().unwrap();
-            if let Some((name, value)) = pair.split_once('=') {
-                cookies.insert(name.trim().to_owned(), value.to_owned());
-            }
-        }
-        if response.status().is_redirection() {
-            let location = response.headers()[reqwest::header::LOCATION]
-                .to_str()
-                .unwrap();
-            let target = at.join(location).unwrap();
-            if target.as_str().starts_with(redirect_uri) {
-                return target.query_pairs().into_owned().collect();
-            }
-            at = target.clone();
-            next = http.get(target);
-            continue;
-        }
-        let status = response.status();
-        let html = response.text().await.unwrap();
-        assert!(status.is_success(), "{status} at {at}: {html}");
-        let (action, mut fields) = form(&html);
-        if fields.iter().any(|(name, _)| name == "login") {
-            fields.retain(|(name, _)| name != "login" && name != "password");
-            fields.push(("login".into(), login.into()));
-            fields.push(("password".into(), "any".into()));
-        }
-        at = at.join(&action).unwrap();
-        next = http.post(at.clone()).form(&fields);
-    }
-    panic!("the provider never redirected back to {redirect_uri}");
+    Browser::new()
+        .sign_in(url, login, |target| {
+            target.as_str().starts_with(redirect_uri)
+        })
+        .await
+        .query
 }
 
 async fn authorize(

@@ -29,12 +29,17 @@ fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
     let (authenticated, doc) = parts();
     let doc = Arc::new(serde_json::to_value(&doc).unwrap_or_default());
+    let login = state.login.clone();
     let authenticated = authenticated
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
-    let public = Router::new()
+    let mut public = Router::new()
         .route("/v1/openapi.json", get(openapi_json))
-        .with_state(doc);
+        .with_state(doc)
+        .merge(crate::docs::router());
+    if let Some(login) = login {
+        public = public.merge(crate::login::router(login));
+    }
     authenticated
         .merge(public)
         .fallback(|uri: http::Uri| async move {

@@ -7,6 +7,15 @@
 //! token's expiry). A revoked key therefore keeps working on a gateway replica for at
 //! most that long. Either way the request goes on with the verified [`Caller`] and the
 //! access token to forward to the internal services.
+//!
+//! Without an `Authorization` header, a browser's session cookie (see
+//! [`crate::login`]) stands for the session's access token, renewed when it is about
+//! to expire. A cookie travels with every request the browser makes, including those
+//! another site triggers, so a cookie-authenticated request with an unsafe method
+//! (anything but GET, HEAD, OPTIONS) must also carry the session's CSRF token in
+//! `X-CSRF-Token` (the value of the `godel_csrf` cookie, which only pages of this
+//! origin can read), else 403. Bearer tokens and API keys need no such token: a
+//! browser never adds them by itself.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,9 +26,12 @@ use godel_identity::{Caller, CallerVerifier};
 use godel_proto::auth::v1::AuthenticateRequest;
 use godel_proto::auth::v1::auth_service_client::AuthServiceClient;
 use godel_proto::auth::v1::authenticate_request::Credential;
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
+
+use crate::login::cookie;
+use crate::login::session::Sessions;
 
 /// How API key secrets begin (auth's `CreateApiKey`).
 const API_KEY_PREFIX: &str = "gdl_";
@@ -44,6 +56,7 @@ pub(crate) struct Authenticator {
     ttl: Duration,
     max_entries: usize,
     keys: Mutex<HashMap<[u8; 32], CachedKey>>,
+    sessions: Option<Sessions>,
 }
 
 impl Authenticator {
@@ -59,11 +72,29 @@ impl Authenticator {
             ttl,
             max_entries: max_entries.max(1),
             keys: Mutex::new(HashMap::new()),
+            sessions: None,
         }
     }
 
-    /// The caller of a request, from its `Authorization` header.
-    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Authenticated, Error> {
+    /// Also accepts browser sessions (when sign-in is configured).
+    pub(crate) fn with_sessions(mut self, sessions: Option<Sessions>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// The caller of a request, from its `Authorization` header, else its session
+    /// cookie.
+    pub(crate) async fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Authenticated, Error> {
+        if !headers.contains_key(http::header::AUTHORIZATION)
+            && let Some(sessions) = &self.sessions
+            && let Some(id) = cookie::read(headers, cookie::SESSION)
+        {
+            return self.session(sessions, id, method, headers).await;
+        }
         let credential = bearer(headers)?;
         if credential.starts_with(API_KEY_PREFIX) {
             return self.api_key(credential).await;
@@ -72,6 +103,30 @@ impl Authenticator {
         Ok(Authenticated {
             caller,
             token: credential.to_owned(),
+        })
+    }
+
+    /// The caller of a browser session.
+    async fn session(
+        &self,
+        sessions: &Sessions,
+        id: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Authenticated, Error> {
+        let record = sessions.load(id).await?;
+        if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            record.check_csrf(
+                headers
+                    .get(cookie::CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok()),
+            )?;
+        }
+        let record = sessions.fresh(id, record).await?;
+        let caller = self.verifier.verify(&record.access_token).await?;
+        Ok(Authenticated {
+            caller,
+            token: record.access_token,
         })
     }
 

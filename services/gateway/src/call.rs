@@ -54,6 +54,14 @@ impl Ctx {
     /// A gRPC request carrying the caller's access token, the trace context and the
     /// upstream deadline.
     pub(crate) fn request<T>(&self, message: T) -> Result<tonic::Request<T>, Error> {
+        let mut request = self.stream_request(message)?;
+        request.set_timeout(self.state.upstream_timeout);
+        Ok(request)
+    }
+
+    /// A gRPC request like [`Ctx::request`] but without the upstream deadline: for a
+    /// server stream that lasts as long as its subject (an event stream).
+    pub(crate) fn stream_request<T>(&self, message: T) -> Result<tonic::Request<T>, Error> {
         let mut request = tonic::Request::new(message);
         godel_identity::attach_token(&mut request, &self.who.token)?;
         if let Some(meta) = &self.meta {
@@ -67,7 +75,6 @@ impl Ctx {
                     .insert(crate::pipeline::REQUEST_ID, value);
             }
         }
-        request.set_timeout(self.state.upstream_timeout);
         Ok(request)
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use godel_bus::{BusConfig, BusKind};
 use godel_cache::{CacheConfig, CacheKind};
 use godel_config::Secret;
 use godel_identity::IdentityConfig;
@@ -18,16 +19,24 @@ pub struct GatewayConfig {
     pub server: ServerConfig,
     pub upstreams: UpstreamsConfig,
     pub cache: CacheConfig,
+    /// The event bus the task and plan event streams read (NATS JetStream in
+    /// production, the in-process bus in `godel up`).
+    pub bus: BusConfig,
     pub telemetry: TelemetryConfig,
-    /// How callers' access tokens are verified (the auth service's key set). Its
-    /// `auth_url` is replaced by `upstreams.auth` when left at its default.
+    /// How callers' access tokens are verified (the auth service's key set). Left at
+    /// its default, `auth_url` is ignored and keys are read through `upstreams.auth`.
     pub identity: IdentityConfig,
     pub api: ApiConfig,
     pub rate_limit: RateLimitConfig,
     pub audit: AuditConfig,
+    /// Browser and CLI sign-in through the identity providers auth is configured
+    /// with (`/auth/…`).
+    pub login: LoginConfig,
 }
 
-/// gRPC addresses (`http://host:port`) of the internal services.
+/// gRPC addresses (`http://host:port`) of the internal services. Each is one address
+/// (a Kubernetes Service) or several, comma-separated, that the gateway balances over
+/// itself, sending calls only to instances whose health service reports `SERVING`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamsConfig {
@@ -35,6 +44,9 @@ pub struct UpstreamsConfig {
     pub scheduler: String,
     pub orchestrator: String,
     pub audit: String,
+    /// How often each instance of an upstream with several addresses is probed.
+    #[serde(with = "godel_config::duration")]
+    pub probe_interval: Duration,
 }
 
 impl Default for UpstreamsConfig {
@@ -44,6 +56,7 @@ impl Default for UpstreamsConfig {
             scheduler: "http://godel-scheduler:9090".to_owned(),
             orchestrator: "http://godel-orchestrator:9090".to_owned(),
             audit: "http://godel-audit:9090".to_owned(),
+            probe_interval: Duration::from_millis(500),
         }
     }
 }
@@ -66,6 +79,10 @@ pub struct ApiConfig {
     /// Take the client's address for audit records from the first
     /// `X-Forwarded-For` hop: only behind a load balancer that sets it.
     pub trust_forwarded_for: bool,
+    /// How often an idle server-sent event stream sends a keep-alive comment, so
+    /// proxies and load balancers do not close it.
+    #[serde(with = "godel_config::duration")]
+    pub sse_keep_alive: Duration,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +93,7 @@ impl Default for ApiConfig {
             api_key_cache_entries: 10_000,
             upstream_timeout: Duration::from_secs(10),
             trust_forwarded_for: false,
+            sse_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -154,6 +172,46 @@ impl Default for AuditConfig {
     }
 }
 
+/// Sign-in through an identity provider: `/auth/login` and `/auth/callback` for
+/// browsers (session cookies), `/auth/cli/…` for `godel login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// The gateway's public origin (`https://godel.example.com`). The identity
+    /// providers send browsers back to `<public_url>/auth/callback`: register that
+    /// redirect URI at each provider and in auth's `oidc.providers[].redirect_uris`.
+    /// Unset: the `/auth` routes answer 404 (sign-in through API keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Mark cookies `Secure`. Can be turned off only when `public_url` is a plain
+    /// `http://` loopback origin (`godel up`).
+    pub secure_cookies: bool,
+    /// How long a browser may take between `/auth/login` and `/auth/callback` (also
+    /// bounded by auth's `oidc.login_timeout`).
+    #[serde(with = "godel_config::duration")]
+    pub flow_timeout: Duration,
+    /// How long the one-time code handed to `godel login`'s loopback listener can
+    /// be exchanged at `/auth/cli/token`.
+    #[serde(with = "godel_config::duration")]
+    pub cli_code_ttl: Duration,
+    /// A session's access token is renewed (refresh token rotated) by the request
+    /// that finds it expiring within this margin.
+    #[serde(with = "godel_config::duration")]
+    pub refresh_margin: Duration,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            secure_cookies: true,
+            flow_timeout: Duration::from_secs(10 * 60),
+            cli_code_ttl: Duration::from_secs(60),
+            refresh_margin: Duration::from_secs(30),
+        }
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
@@ -163,6 +221,10 @@ impl Default for GatewayConfig {
                 kind: CacheKind::Redis,
                 ..CacheConfig::default()
             },
+            bus: BusConfig {
+                kind: BusKind::Nats,
+                ..BusConfig::default()
+            },
             telemetry: TelemetryConfig {
                 service_name: "godel-gateway".to_owned(),
                 ..TelemetryConfig::default()
@@ -171,19 +233,8 @@ impl Default for GatewayConfig {
             api: ApiConfig::default(),
             rate_limit: RateLimitConfig::default(),
             audit: AuditConfig::default(),
+            login: LoginConfig::default(),
         }
-    }
-}
-
-impl GatewayConfig {
-    /// The identity settings, with the key set read from `upstreams.auth` unless
-    /// `identity.auth_url` was set to something else.
-    pub(crate) fn identity(&self) -> IdentityConfig {
-        let mut identity = self.identity.clone();
-        if identity.auth_url == IdentityConfig::default().auth_url {
-            identity.auth_url = self.upstreams.auth.clone();
-        }
-        identity
     }
 }
 

@@ -1,13 +1,15 @@
 //! The gateway: Godel's only public edge — the REST API under `/v1` with its
 //! OpenAPI 3.1 document, authentication of every request, per-principal rate limits,
 //! an audit record of every call, and forwarding to the internal services over gRPC
-//! with the caller's access token and the trace context. (Server-sent event streams,
-//! the dashboard and SSO login redirects are still to come.)
+//! with the caller's access token and the trace context; server-sent event streams of
+//! sessions, tasks and plans (`sse`); an offline API docs page (`docs`).
 //!
 //! - `pipeline`: request id, trace context, problem+json, then authentication
 //!   (`authn`), the rate limit (`rate_limit`) and the audit record (`audit_sink`);
 //! - `routes`: the handlers, each checking the caller's permission in the team it
-//!   names before calling a service; `openapi`: the document.
+//!   names before calling a service; `openapi`: the document;
+//! - `login`: sign-in through the identity providers under `/auth` — browser
+//!   sessions (cookies, CSRF tokens) and `godel login`'s loopback flow.
 //!
 //! It owns nothing durable (DESIGN.md §2). It is ready only when every internal
 //! service it forwards to answers its gRPC health check with SERVING and its cache
@@ -19,10 +21,13 @@ mod audit_sink;
 mod authn;
 mod call;
 mod config;
+mod docs;
+mod login;
 mod openapi;
 mod pipeline;
 mod rate_limit;
 mod routes;
+mod sse;
 mod state;
 mod upstream;
 
@@ -32,17 +37,21 @@ use godel_cache::Cache;
 use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
 use godel_proto::auth::v1::auth_service_client::AuthServiceClient;
 use godel_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use godel_proto::orchestrator::v1::provider_key_service_client::ProviderKeyServiceClient;
 use godel_proto::scheduler::v1::scheduler_service_client::SchedulerServiceClient;
 use godel_runtime::{RunningService, Service, readiness_check};
 use tokio_util::sync::CancellationToken;
 
 pub use api::openapi;
 pub use config::{
-    ApiConfig, AuditConfig, GatewayConfig, OnCacheError, RateLimitConfig, UpstreamsConfig,
+    ApiConfig, AuditConfig, GatewayConfig, LoginConfig, OnCacheError, RateLimitConfig,
+    UpstreamsConfig,
 };
+pub use login::{CALLBACK_PATH, InvalidLogin};
 
 /// Every route the REST API serves behind authentication: (method, path template,
-/// audit action). `GET /v1/openapi.json` is served without authentication besides.
+/// audit action). `GET /v1/openapi.json` and the docs page (`/v1/docs`, `/v1/docs/…`)
+/// are served without authentication besides.
 pub const ROUTES: &[(&str, &str, &str)] = routes::ACTIONS;
 
 /// The service name: health-check name, metrics label, `service.name` of spans.
@@ -53,6 +62,8 @@ pub const SERVICE: &str = "gateway";
 pub enum Error {
     #[error("cannot connect the gateway to its cache")]
     Cache(#[source] godel_cache::CacheError),
+    #[error("cannot connect the gateway to the bus")]
+    Bus(#[source] godel_bus::BusError),
     #[error("invalid upstream address for {service}: `{url}`")]
     Upstream {
         service: &'static str,
@@ -60,8 +71,12 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("no address configured for the {service} upstream")]
+    UpstreamMissing { service: &'static str },
     #[error("invalid auth service URL for verifying tokens")]
     Identity(#[source] godel_identity::KeySourceError),
+    #[error(transparent)]
+    Login(#[from] login::InvalidLogin),
     #[error("the gateway failed")]
     Runtime(#[source] godel_runtime::RuntimeError),
 }
@@ -71,15 +86,18 @@ pub enum Error {
 #[derive(Clone)]
 pub struct Dependencies {
     pub cache: Arc<dyn Cache>,
+    /// Where the task and plan event streams read from.
+    pub bus: Arc<dyn godel_bus::Bus>,
 }
 
 impl Dependencies {
-    /// Connects to what `config` names (Redis in production).
+    /// Connects to what `config` names (Redis and NATS in production).
     pub async fn connect(config: &GatewayConfig) -> Result<Self, Error> {
         let cache = godel_cache::connect(&config.cache)
             .await
             .map_err(Error::Cache)?;
-        Ok(Self { cache })
+        let bus = godel_bus::connect(&config.bus).await.map_err(Error::Bus)?;
+        Ok(Self { cache, bus })
     }
 }
 
@@ -99,22 +117,42 @@ pub async fn start(
     deps: Dependencies,
     shutdown: CancellationToken,
 ) -> Result<RunningService, Error> {
-    let upstreams = upstream::Upstream::all(&config.upstreams)?;
+    let upstreams = upstream::Upstream::all(&config.upstreams, &shutdown)?;
     let [auth, scheduler, orchestrator, audit] =
         upstreams.each_ref().map(upstream::Upstream::channel);
     let clients = state::Clients {
-        auth: AuthServiceClient::new(auth),
+        auth: AuthServiceClient::new(auth.clone()),
         scheduler: SchedulerServiceClient::new(scheduler),
-        orchestrator: OrchestratorServiceClient::new(orchestrator),
+        orchestrator: OrchestratorServiceClient::new(orchestrator.clone()),
+        provider_keys: ProviderKeyServiceClient::new(orchestrator),
         audit: AuditServiceClient::new(audit),
     };
-    let verifier = config.identity().verifier().map_err(Error::Identity)?;
-    let authn = Arc::new(authn::Authenticator::new(
-        verifier,
+    // Keys come from the auth upstream (balanced when it has several instances)
+    // unless `identity.auth_url` names another address.
+    let verifier = if config.identity.auth_url == godel_identity::IdentityConfig::default().auth_url
+    {
+        godel_identity::CallerVerifier::new(
+            config.identity.tokens.clone(),
+            Arc::new(godel_identity::AuthKeySource::new(auth.clone())),
+        )
+    } else {
+        config.identity.verifier().map_err(Error::Identity)?
+    };
+    let login = login::Login::new(
+        &config.login,
+        &deps.cache,
         clients.auth.clone(),
-        config.api.api_key_cache_ttl,
-        config.api.api_key_cache_entries,
-    ));
+        config.api.upstream_timeout,
+    )?;
+    let authn = Arc::new(
+        authn::Authenticator::new(
+            verifier,
+            clients.auth.clone(),
+            config.api.api_key_cache_ttl,
+            config.api.api_key_cache_entries,
+        )
+        .with_sessions(login.as_ref().map(|l| l.sessions())),
+    );
     let (sink, audit_rx) = audit_sink::AuditSink::new(&config.audit);
     let state = state::AppState::new(state::Inner {
         authn: authn.clone(),
@@ -127,6 +165,12 @@ pub async fn start(
         clients: clients.clone(),
         upstream_timeout: config.api.upstream_timeout,
         trust_forwarded_for: config.api.trust_forwarded_for,
+        login,
+        streams: sse::Streams {
+            bus: deps.bus.clone(),
+            keep_alive: config.api.sse_keep_alive,
+            shutdown: shutdown.clone(),
+        },
     });
 
     let cache = deps.cache.clone();
@@ -140,6 +184,11 @@ pub async fn start(
     for upstream in upstreams {
         service = service.readiness(Arc::new(upstream));
     }
+    let bus = deps.bus.clone();
+    service = service.readiness(readiness_check("bus", move || {
+        let bus = bus.clone();
+        async move { bus.check().await }
+    }));
     match (
         audit_rx,
         config.audit.api_key.as_ref().map(|k| k.expose().clone()),

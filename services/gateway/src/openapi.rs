@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the REST API, generated from the route annotations
-//! (utoipa) and served at `/v1/openapi.json`. An interactive docs page is not served
-//! yet: its assets would have to be vendored to work offline.
+//! (utoipa) and served at `/v1/openapi.json`; `crate::docs` serves it as an
+//! interactive page at `/v1/docs`.
 
 use axum::Json;
 use axum::extract::State;
@@ -51,6 +51,9 @@ pub(crate) struct ProtoJson(serde_json::Map<String, serde_json::Value>);
         (name = "tasks", description = "Tasks (scheduler)"),
         (name = "sessions", description = "Agent sessions (orchestrator)"),
         (name = "audit", description = "Audit records (audit service)"),
+        (name = "dlq", description = "The dead-letter queue and queue statistics (scheduler)"),
+        (name = "profiles", description = "Agent profiles: how a team's tasks are run (scheduler)"),
+        (name = "plans", description = "Plans (scheduler)"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -151,7 +151,7 @@ pub(crate) async fn guard(
         client_ip: client_ip(&req, state.trust_forwarded_for),
         meta,
     };
-    let authenticated = match state.authn.authenticate(req.headers()).await {
+    let authenticated = match state.authn.authenticate(&method, req.headers()).await {
         Ok(a) => a,
         Err(error) => {
             let response = Problem::from_error(&error)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use godel_proto::audit::v1::audit_service_client::AuditServiceClient;
 use godel_proto::auth::v1::auth_service_client::AuthServiceClient;
 use godel_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use godel_proto::orchestrator::v1::provider_key_service_client::ProviderKeyServiceClient;
 use godel_proto::scheduler::v1::scheduler_service_client::SchedulerServiceClient;
 use tonic::transport::Channel;
 
@@ -20,6 +21,8 @@ pub(crate) struct Clients {
     pub(crate) auth: AuthServiceClient<Channel>,
     pub(crate) scheduler: SchedulerServiceClient<Channel>,
     pub(crate) orchestrator: OrchestratorServiceClient<Channel>,
+    /// The orchestrator's provider-key API (the same channel).
+    pub(crate) provider_keys: ProviderKeyServiceClient<Channel>,
     pub(crate) audit: AuditServiceClient<Channel>,
 }
 
@@ -34,6 +37,10 @@ pub(crate) struct Inner {
     pub(crate) clients: Clients,
     pub(crate) upstream_timeout: Duration,
     pub(crate) trust_forwarded_for: bool,
+    /// The `/auth` sign-in routes; `None` when `login.public_url` is unset.
+    pub(crate) login: Option<Arc<crate::login::Login>>,
+    /// What the server-sent event streams read from.
+    pub(crate) streams: crate::sse::Streams,
 }
 
 impl AppState {

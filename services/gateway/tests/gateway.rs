@@ -5,6 +5,10 @@
 
 mod gateway {
     pub mod cluster;
+    pub mod login;
+    pub mod matrix;
+    mod plans;
+    pub mod sse;
 }
 
 use std::collections::BTreeSet;
@@ -12,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::cluster::{Cluster, MEMBER};
+use gateway::matrix::{self, Ids, Need};
+use gateway::sse::EventStream;
 use godel_cache::{CacheConfig, RedisCache};
 use godel_gateway::OnCacheError;
 use godel_proto::auth::v1::{Quotas, RevokeApiKeyRequest, SetQuotasRequest};
@@ -164,30 +170,19 @@ async fn api_keys_and_access_tokens_authenticate_and_keys_are_cached_within_the_
     .await;
 }
 
-/// Every team-scoped route with `{team_id}` and the other ids filled in.
-fn team_routes(team: &str, task: &str, session: &str) -> Vec<(Method, String)> {
+/// Every team-scoped route with its path filled from `ids`, and its body.
+fn team_routes(ids: &Ids) -> Vec<(Method, String, Option<Value>)> {
     godel_gateway::ROUTES
         .iter()
         .filter(|(_, path, _)| path.contains("{team_id}"))
         .map(|(method, path, _)| {
-            let path = path
-                .replace("{team_id}", team)
-                .replace("{task_id}", task)
-                .replace("{session_id}", session);
-            (Method::from_bytes(method.as_bytes()).unwrap(), path)
+            (
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                ids.fill(path),
+                matrix::body(method, path),
+            )
         })
         .collect()
-}
-
-fn body_for(method: &Method, path: &str) -> Option<Value> {
-    if *method != Method::POST {
-        return None;
-    }
-    Some(if path.ends_with("/tasks") {
-        json!({"task_type": "code.fix", "payload": {"secret": "team-a-only"}})
-    } else {
-        json!({"reason": "isolation test"})
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +198,7 @@ async fn a_member_of_team_b_gets_no_data_from_team_a() {
         Method::POST,
         &gw.url(&format!("/v1/teams/{team_a}/tasks")),
         Some(&key_a),
-        body_for(&Method::POST, "/tasks"),
+        matrix::body("POST", "/v1/teams/{team_id}/tasks"),
     )
     .await;
     assert_eq!(submitted.status(), StatusCode::CREATED);
@@ -219,18 +214,17 @@ async fn a_member_of_team_b_gets_no_data_from_team_a() {
     .await
     .unwrap();
     assert_eq!(got["task"]["id"], task.as_str());
-    let session = godel_types::SessionId::new().to_string();
+    let ids = Ids {
+        task: task.clone(),
+        ..Ids::unknown(&team_a)
+    };
 
-    let routes = team_routes(&team_a, &task, &session);
-    assert!(routes.len() >= 9, "{routes:?}");
-    for (method, path) in routes {
-        let response = call(
-            method.clone(),
-            &gw.url(&path),
-            Some(&key_b),
-            body_for(&method, &path),
-        )
-        .await;
+    // Every team-scoped route the router serves (a new one without a matrix entry
+    // fails here: see tests/gateway/matrix.rs).
+    let routes = team_routes(&ids);
+    assert!(routes.len() >= 35, "{routes:?}");
+    for (method, path, body) in routes {
+        let response = call(method.clone(), &gw.url(&path), Some(&key_b), body).await;
         let status = response.status();
         assert!(
             status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
@@ -533,10 +527,7 @@ async fn the_openapi_document_is_valid_3_1_and_lists_every_route() {
         if path == "/v1/openapi.json" {
             continue;
         }
-        let concrete = path
-            .replace("{team_id}", "team_x")
-            .replace("{task_id}", "tsk_x")
-            .replace("{session_id}", "ses_x");
+        let concrete = Ids::unknown("team_x").fill(path);
         let response = call(
             Method::from_bytes(method.as_bytes()).unwrap(),
             &gw.url(&concrete),
@@ -578,4 +569,677 @@ async fn the_openapi_document_is_valid_3_1_and_lists_every_route() {
         "openapi-spec-validator: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The permissions of each role the matrix tries, by name.
+fn role_permissions(name: &str) -> Vec<String> {
+    let role = godel_identity::BuiltinRole::from_name(name).unwrap();
+    role.permissions()
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_is_allowed_exactly_the_routes_its_permissions_name() {
+    let cluster = Cluster::start().await;
+    let team = cluster.team("roles").await;
+    let gw = cluster.gateway(cluster.gateway_config()).await;
+    let admin = cluster.admin_key.clone();
+
+    // A custom role, created through the gateway; a key holds what it grants.
+    let custom = ["dlq:manage", "quotas:read", "audit:read", "sessions:read"];
+    let created = call(
+        Method::POST,
+        &gw.url(&format!("/v1/teams/{team}/roles")),
+        Some(&admin),
+        Some(json!({"name": "dlq-operator", "permissions": custom})),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let custom: Vec<String> = created["role"]["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(custom.len(), 4, "{created}");
+
+    // Each role as a principal holding exactly its permissions in the team; the
+    // org-admin is the bootstrap key (another team's, org-admin everywhere).
+    let mut principals = vec![("org-admin", admin.clone(), Vec::new())];
+    for role in ["team-admin", "developer", "viewer", "auditor"] {
+        let permissions = role_permissions(role);
+        let names: Vec<&str> = permissions.iter().map(String::as_str).collect();
+        let (_, key) = cluster.api_key(&team, &names, &[]).await;
+        principals.push((role, key, permissions));
+    }
+    let names: Vec<&str> = custom.iter().map(String::as_str).collect();
+    let (_, key) = cluster.api_key(&team, &names, &[]).await;
+    principals.push(("custom", key, custom.clone()));
+
+    let submitted: Value = call(
+        Method::POST,
+        &gw.url(&format!("/v1/teams/{team}/tasks")),
+        Some(&admin),
+        matrix::body("POST", "/v1/teams/{team_id}/tasks"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let ids = Ids {
+        task: submitted["task"]["id"].as_str().unwrap().to_owned(),
+        ..Ids::unknown(&team)
+    };
+
+    let mut checked = 0;
+    for (method, template, _) in godel_gateway::ROUTES {
+        let need = matrix::need(method, template);
+        for (role, key, permissions) in &principals {
+            let allowed = match need {
+                Need::Any => true,
+                Need::OrgAdmin => *role == "org-admin",
+                Need::Permission(p) => *role == "org-admin" || permissions.iter().any(|h| h == p),
+            };
+            let response = call(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                &gw.url(&ids.fill(template)),
+                Some(key),
+                matrix::body(method, template),
+            )
+            .await;
+            let status = response.status();
+            if allowed {
+                assert!(
+                    status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                    "{role} should be allowed {method} {template} ({need:?}): {status} {}",
+                    response.text().await.unwrap_or_default()
+                );
+            } else {
+                let body = problem(response, StatusCode::FORBIDDEN).await;
+                assert_eq!(
+                    body["code"], "permission_denied",
+                    "{role} {method} {template}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, godel_gateway::ROUTES.len() * 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stream_resumes_after_its_last_event_and_ends_after_the_terminal_one() {
+    use godel_proto::scheduler::v1 as pb;
+
+    let cluster = Cluster::start().await;
+    let team = cluster.team("streams").await;
+    let (_, key) = cluster.api_key(&team, MEMBER, &[]).await;
+    let mut config = cluster.gateway_config();
+    config.api.sse_keep_alive = Duration::from_millis(100);
+    let gw = cluster.gateway(config).await;
+    let submitted: Value = call(
+        Method::POST,
+        &gw.url(&format!("/v1/teams/{team}/tasks")),
+        Some(&key),
+        matrix::body("POST", "/v1/teams/{team_id}/tasks"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let task = submitted["task"]["id"].as_str().unwrap().to_owned();
+    let events_url = gw.url(&format!("/v1/teams/{team}/tasks/{task}/events"));
+    let open = |last: Option<u64>| {
+        let mut request = http().get(&events_url).bearer_auth(&key);
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        async move { EventStream::new(request.send().await.unwrap()) }
+    };
+
+    // A new stream: the current state first, then keep-alive comments while idle.
+    let mut live = open(None).await;
+    let snapshot = live.next().await.unwrap();
+    assert_eq!(snapshot.event.as_deref(), Some("snapshot"));
+    assert_eq!(snapshot.json()["task"]["state"], "TASK_STATE_QUEUED");
+    assert!(snapshot.id.is_some(), "{snapshot:?}");
+    assert!(live.next().await.unwrap().comment);
+
+    // An orchestrator takes the task, runs it and completes it.
+    let mut scheduler = pb::scheduler_service_client::SchedulerServiceClient::connect(format!(
+        "http://{}",
+        cluster.scheduler.grpc_addr()
+    ))
+    .await
+    .unwrap();
+    let orchestrator = godel_types::OrchestratorId::new().to_string();
+    scheduler
+        .register_orchestrator(pb::RegisterOrchestratorRequest {
+            orchestrator_id: orchestrator.clone(),
+            capacity: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let epoch = eventually("the task is leased", Duration::from_secs(20), || {
+        let mut scheduler = scheduler.clone();
+        let (orchestrator, team, task) = (orchestrator.clone(), team.clone(), task.clone());
+        async move {
+            scheduler
+                .lease_tasks(pb::LeaseTasksRequest {
+                    orchestrator_id: orchestrator,
+                    max_tasks: 1,
+                })
+                .await
+                .ok()?;
+            let task = scheduler
+                .get_task(pb::GetTaskRequest {
+                    team_id: team,
+                    task_id: task,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .task?;
+            (task.state() == pb::TaskState::Leased).then_some(task.epoch)
+        }
+    })
+    .await;
+    let leased = live.next_event().await.unwrap();
+    assert_eq!(leased.json()["kind"], "task.leased", "{leased:?}");
+    assert!(leased.id() > snapshot.id());
+    assert_eq!(leased.json()["event"]["taskId"], task.as_str());
+    scheduler
+        .heartbeat_lease(pb::HeartbeatLeaseRequest {
+            orchestrator_id: orchestrator.clone(),
+            task_id: task.clone(),
+            epoch,
+        })
+        .await
+        .unwrap();
+    let running = live.next_event().await.unwrap();
+    assert_eq!(running.json()["kind"], "task.running", "{running:?}");
+    scheduler
+        .complete_task(pb::CompleteTaskRequest {
+            orchestrator_id: orchestrator,
+            task_id: task.clone(),
+            epoch,
+            result_json: "{}".to_owned(),
+        })
+        .await
+        .unwrap();
+    let succeeded = live.next_event().await.unwrap();
+    assert_eq!(succeeded.json()["kind"], "task.succeeded", "{succeeded:?}");
+    assert_eq!(succeeded.json()["event"]["toState"], "TASK_STATE_SUCCEEDED");
+    // The terminal state ends the stream.
+    let end = live.next_event().await.unwrap();
+    assert_eq!(end.event.as_deref(), Some("end"));
+    assert!(live.next().await.is_none());
+
+    // Resumed after the lease: the current state, then exactly what came after.
+    let mut resumed = open(Some(leased.id())).await;
+    let snapshot = resumed.next_event().await.unwrap();
+    assert_eq!(snapshot.event.as_deref(), Some("snapshot"));
+    assert_eq!(snapshot.json()["task"]["state"], "TASK_STATE_SUCCEEDED");
+    assert!(
+        snapshot.id.is_none(),
+        "a resumed snapshot keeps the position"
+    );
+    let after: Vec<(u64, String)> = [
+        resumed.next_event().await.unwrap(),
+        resumed.next_event().await.unwrap(),
+    ]
+    .iter()
+    .map(|f| (f.id(), f.json()["kind"].as_str().unwrap().to_owned()))
+    .collect();
+    assert_eq!(
+        after,
+        [
+            (running.id(), "task.running".to_owned()),
+            (succeeded.id(), "task.succeeded".to_owned())
+        ]
+    );
+    assert_eq!(
+        resumed.next_event().await.unwrap().event.as_deref(),
+        Some("end")
+    );
+    assert!(resumed.next().await.is_none());
+
+    // A new stream of a finished task: its state, then the end.
+    let mut finished = open(None).await;
+    assert_eq!(
+        finished.next_event().await.unwrap().json()["task"]["state"],
+        "TASK_STATE_SUCCEEDED"
+    );
+    assert_eq!(
+        finished.next_event().await.unwrap().event.as_deref(),
+        Some("end")
+    );
+    assert!(finished.next().await.is_none());
+
+    // A Last-Event-ID that is not one of ours, and unknown tasks, are problems.
+    let bad = http()
+        .get(&events_url)
+        .bearer_auth(&key)
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    problem(bad, StatusCode::BAD_REQUEST).await;
+    let missing = get(
+        &gw.url(&format!(
+            "/v1/teams/{team}/tasks/{}/events",
+            godel_types::TaskId::new()
+        )),
+        Some(&key),
+    )
+    .await;
+    problem(missing, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_and_its_assets_load_from_the_gateway() {
+    let cluster = Cluster::start().await;
+    let gw = cluster.gateway(cluster.gateway_config()).await;
+    let page = get(&gw.url("/v1/docs"), None).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    // Every script and stylesheet is the gateway's own: no CDN.
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    for (asset, kind, min_len) in [
+        (
+            "/v1/docs/swagger-ui-bundle.js",
+            "text/javascript",
+            1_000_000,
+        ),
+        ("/v1/docs/swagger-ui.css", "text/css", 100_000),
+        ("/v1/docs/init.js", "text/javascript", 100),
+    ] {
+        assert!(html.contains(asset), "the page loads {asset}");
+        let response = get(&gw.url(asset), None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{asset}"
+        );
+        let body = response.text().await.unwrap();
+        assert!(body.len() >= min_len, "{asset}: {} bytes", body.len());
+        if asset.ends_with("init.js") {
+            assert!(body.contains("\"/v1/openapi.json\""), "{body}");
+        }
+    }
+    // The page points at a document that is served.
+    assert_eq!(
+        get(&gw.url("/v1/openapi.json"), None).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_stream_sends_its_state_then_its_events_until_it_ends() {
+    let cluster = Cluster::start().await;
+    let team = cluster.team("plan-streams").await;
+    let (_, key) = cluster
+        .api_key(&team, &["plans:create", "plans:cancel", "plans:read"], &[])
+        .await;
+    let (_, blind) = cluster.api_key(&team, &["tasks:read"], &[]).await;
+    let gw = cluster.gateway(cluster.gateway_config()).await;
+    let repository =
+        json!({"url": "/src/app", "commit": "0123456789abcdef0123456789abcdef01234567"});
+    let submitted = call(
+        Method::POST,
+        &gw.url(&format!("/v1/teams/{team}/intents")),
+        Some(&key),
+        Some(json!({"text": "Add a health endpoint", "repository": repository})),
+    )
+    .await;
+    assert_eq!(submitted.status(), StatusCode::CREATED);
+    let submitted: Value = submitted.json().await.unwrap();
+    let plan = submitted["plan"]["id"].as_str().unwrap().to_owned();
+    let events_url = gw.url(&format!("/v1/teams/{team}/plans/{plan}/events"));
+
+    // `plans:read` is what a plan's stream needs.
+    problem(get(&events_url, Some(&blind)).await, StatusCode::FORBIDDEN).await;
+
+    let mut live = EventStream::new(get(&events_url, Some(&key)).await);
+    let snapshot = live.next_event().await.unwrap();
+    assert_eq!(snapshot.event.as_deref(), Some("snapshot"));
+    assert_eq!(snapshot.json()["plan"]["id"], plan.as_str());
+    assert_eq!(snapshot.json()["plan"]["state"], "PLAN_STATE_RUNNING");
+
+    let cancelled = call(
+        Method::POST,
+        &gw.url(&format!("/v1/teams/{team}/plans/{plan}/cancel")),
+        Some(&key),
+        Some(json!({"reason": "stream test"})),
+    )
+    .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let event = live.next_event().await.unwrap();
+    assert_eq!(event.json()["kind"], "plan.cancelled", "{event:?}");
+    assert_eq!(event.json()["event"]["planId"], plan.as_str());
+    assert!(event.id() > snapshot.id());
+    assert_eq!(
+        live.next_event().await.unwrap().event.as_deref(),
+        Some("end")
+    );
+    assert!(live.next().await.is_none());
+
+    // Resumed from the snapshot: the state now, then exactly the event after it.
+    let resumed = http()
+        .get(&events_url)
+        .bearer_auth(&key)
+        .header("last-event-id", snapshot.id().to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut resumed = EventStream::new(resumed);
+    let now = resumed.next_event().await.unwrap();
+    assert_eq!(now.json()["plan"]["state"], "PLAN_STATE_CANCELLED");
+    let again = resumed.next_event().await.unwrap();
+    assert_eq!(
+        (again.id(), again.json()["kind"].clone()),
+        (event.id(), json!("plan.cancelled"))
+    );
+    assert_eq!(
+        resumed.next_event().await.unwrap().event.as_deref(),
+        Some("end")
+    );
+    assert!(resumed.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stream_relays_its_log_resumes_by_offset_and_ends_with_the_session() {
+    use godel_proto::orchestrator::v1 as pb;
+    use godel_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+
+    let cluster = Cluster::start().await;
+    let team = cluster.team("session-streams").await;
+    let (_, key) = cluster.api_key(&team, MEMBER, &[]).await;
+    let (_, blind) = cluster.api_key(&team, &["tasks:read"], &[]).await;
+    let gw = cluster.gateway(cluster.gateway_config()).await;
+
+    // A session whose workspace cannot be prepared: it fails at once, leaving a log.
+    let channel = tonic::transport::Channel::from_shared(format!(
+        "http://{}",
+        cluster.orchestrator.grpc_addr()
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let token = cluster.token(&key).await;
+    let mut orchestrator = OrchestratorServiceClient::with_interceptor(
+        channel,
+        godel_identity::BearerInterceptor::new(&token).unwrap(),
+    );
+    // A clone URL where nothing listens (a port that was free a moment ago).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let session = orchestrator
+        .start_session(pb::StartSessionRequest {
+            task_id: godel_types::TaskId::new().to_string(),
+            epoch: 1,
+            team_id: team.clone(),
+            adapter: "sim".to_owned(),
+            repository: Some(pb::Repository {
+                url: format!("http://{closed}/nothing.git"),
+                ..Default::default()
+            }),
+            prompt: "edit some files".to_owned(),
+            task_type: "code.edit".to_owned(),
+            payload_json: "{}".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    let events_url = gw.url(&format!("/v1/teams/{team}/sessions/{session}/events"));
+    problem(get(&events_url, Some(&blind)).await, StatusCode::FORBIDDEN).await;
+
+    // The whole log, in order, then the end.
+    let mut stream = EventStream::new(get(&events_url, Some(&key)).await);
+    let mut log = Vec::new();
+    let end = loop {
+        let frame = stream.next_event().await.unwrap();
+        if frame.id.is_none() {
+            break frame;
+        }
+        log.push(frame);
+    };
+    assert_eq!(end.event.as_deref(), Some("end"), "{end:?}");
+    assert!(stream.next().await.is_none());
+    let offsets: Vec<u64> = log.iter().map(|f| f.id()).collect();
+    assert!(offsets.len() >= 2, "{log:?}");
+    assert_eq!(offsets, (1..=offsets.len() as u64).collect::<Vec<_>>());
+    for frame in &log {
+        let data = frame.json();
+        assert_eq!(data["offset"], frame.id());
+        assert_eq!(data["sessionId"], session.as_str());
+        assert!(
+            data["kind"].is_string() && data["kind"] != "unknown",
+            "{data}"
+        );
+    }
+    let kinds: Vec<Value> = log.iter().map(|f| f.json()["kind"].clone()).collect();
+    assert!(kinds.contains(&json!("error")), "{kinds:?}");
+    assert!(
+        log.iter()
+            .any(|f| f.json()["kind"] == "state"
+                && f.json()["payload"]["to"] == "SESSION_STATE_FAILED"),
+        "{log:?}"
+    );
+
+    // Resumed after the first entry: exactly the later ones, then the end.
+    let resumed = http()
+        .get(&events_url)
+        .bearer_auth(&key)
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    let mut resumed = EventStream::new(resumed);
+    let mut later = Vec::new();
+    loop {
+        let frame = resumed.next_event().await.unwrap();
+        if frame.id.is_none() {
+            assert_eq!(frame.event.as_deref(), Some("end"));
+            break;
+        }
+        later.push(frame.id());
+    }
+    assert_eq!(later, offsets[1..]);
+    assert!(resumed.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_administration_routes_reach_their_services() {
+    let cluster = Cluster::start().await;
+    let team = cluster.team("admin-routes").await;
+    let permissions = role_permissions("team-admin");
+    let names: Vec<&str> = permissions.iter().map(String::as_str).collect();
+    let (_, admin) = cluster.api_key(&team, &names, &[]).await;
+    let gw = cluster.gateway(cluster.gateway_config()).await;
+    let url = |path: &str| gw.url(&format!("/v1/teams/{team}{path}"));
+    let json_of = |response: Response| async move {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        (status, body)
+    };
+
+    // Quotas: replaced as a whole, read back.
+    let (status, set) = json_of(
+        call(
+            Method::PUT,
+            &url("/quotas"),
+            Some(&admin),
+            Some(json!({"max_queued_tasks": 5})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let (_, got) = json_of(get(&url("/quotas"), Some(&admin)).await).await;
+    assert_eq!(got["quotas"]["maxQueuedTasks"], 5, "{got}");
+
+    // API keys: the secret once, never in a listing; the key works until revoked.
+    let (status, created) = json_of(
+        call(
+            Method::POST,
+            &url("/api-keys"),
+            Some(&admin),
+            Some(json!({"name": "ci", "permissions": ["tasks:read"]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let key_id = created["key"]["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("gdl_"), "{created}");
+    let listing = get(&url("/api-keys"), Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listing.contains(&key_id) && !listing.contains(&secret),
+        "{listing}"
+    );
+    assert_eq!(
+        get(&gw.url("/v1/me"), Some(&secret)).await.status(),
+        StatusCode::OK
+    );
+    let (status, revoked) = json_of(
+        call(
+            Method::DELETE,
+            &url(&format!("/api-keys/{key_id}")),
+            Some(&admin),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert!(revoked["key"]["revokedAt"].is_string(), "{revoked}");
+
+    // Roles and members.
+    let (status, role) = json_of(
+        call(
+            Method::POST,
+            &url("/roles"),
+            Some(&admin),
+            Some(json!({"name": "readers", "permissions": ["tasks:read"]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{role}");
+    let (_, roles) = json_of(get(&url("/roles"), Some(&admin)).await).await;
+    let role_names: Vec<&str> = roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        role_names.contains(&"readers") && role_names.contains(&"developer"),
+        "{roles}"
+    );
+    assert_eq!(
+        get(&url("/members"), Some(&admin)).await.status(),
+        StatusCode::OK
+    );
+
+    // Profiles: put, listed, deleted once.
+    let (status, put) = json_of(
+        call(
+            Method::PUT,
+            &url("/profiles/fast-sim"),
+            Some(&admin),
+            Some(json!({"adapter": "sim", "taskTypes": ["implement"], "preference": 1})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    assert_eq!(put["profile"]["name"], "fast-sim");
+    let listing = get(&url("/profiles"), Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(listing.contains("fast-sim"), "{listing}");
+    let profile = url("/profiles/fast-sim");
+    let deleted = call(Method::DELETE, &profile, Some(&admin), None).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let again = call(Method::DELETE, &profile, Some(&admin), None).await;
+    problem(again, StatusCode::NOT_FOUND).await;
+
+    // Queue statistics and the (empty) dead-letter queue.
+    let submitted: Value = call(
+        Method::POST,
+        &url("/tasks"),
+        Some(&admin),
+        matrix::body("POST", "/v1/teams/{team_id}/tasks"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let task = submitted["task"]["id"].as_str().unwrap().to_owned();
+    let (_, stats) = json_of(get(&url("/queue/stats"), Some(&admin)).await).await;
+    let queued = stats["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["state"] == "TASK_STATE_QUEUED")
+        .unwrap();
+    assert_eq!(queued["count"], "1", "{stats}");
+    let (_, dlq) = json_of(get(&url("/dlq"), Some(&admin)).await).await;
+    assert!(
+        dlq["deadLetters"].as_array().is_none_or(Vec::is_empty),
+        "{dlq}"
+    );
+    problem(
+        get(&url(&format!("/dlq/{task}")), Some(&admin)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let (status, purged) = json_of(
+        call(
+            Method::POST,
+            &url("/dlq/purge"),
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{purged}");
 }

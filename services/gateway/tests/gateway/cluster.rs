@@ -25,6 +25,9 @@ pub const MEMBER: &[&str] = &[
     "tasks:create",
     "tasks:read",
     "tasks:cancel",
+    "plans:create",
+    "plans:read",
+    "plans:cancel",
     "sessions:read",
     "sessions:stop",
     "teams:read",
@@ -41,6 +44,8 @@ pub struct Cluster {
     pub admin_key: String,
     pub admin_team: String,
     pub redis: TestRedis,
+    /// The bus the services publish on (in-process), given to the gateways.
+    pub bus: Arc<dyn godel_bus::Bus>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,17 +66,23 @@ fn grpc(s: &RunningService) -> String {
 
 impl Cluster {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts the services, auth with the settings `configure` adjusts.
+    pub async fn start_with(configure: impl FnOnce(&mut godel_auth::AuthConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let redis = TestRedis::new().await;
         let bus = godel_bus::connect(&BusConfig::default()).await.unwrap();
         let deps = || godel_backend::Dependencies { bus: bus.clone() };
         let shutdown = CancellationToken::new();
 
-        let auth_config = godel_auth::AuthConfig {
+        let mut auth_config = godel_auth::AuthConfig {
             server: ServerConfig::local(),
             database: database(dir.path(), "auth"),
             ..Default::default()
         };
+        configure(&mut auth_config);
         let admin = godel_auth::bootstrap(&auth_config).await.unwrap().unwrap();
         let auth = godel_auth::start(auth_config, deps(), shutdown.clone())
             .await
@@ -123,6 +134,7 @@ impl Cluster {
             admin_key: admin.api_key.secret.clone(),
             admin_team: admin.team.id.to_string(),
             redis,
+            bus,
             _dir: dir,
         }
     }
@@ -136,6 +148,7 @@ impl Cluster {
                 scheduler: grpc(&self.scheduler),
                 orchestrator: grpc(&self.orchestrator),
                 audit: grpc(&self.audit),
+                ..Default::default()
             },
             cache: CacheConfig::redis(&self.redis.url, &self.redis.key_prefix),
             ..Default::default()
@@ -144,13 +157,17 @@ impl Cluster {
 
     /// Starts a gateway on `config` with the cache it names.
     pub async fn gateway(&self, config: GatewayConfig) -> Gateway {
-        let deps = Dependencies::connect(&config).await.unwrap();
-        self.gateway_with(config, deps.cache).await
+        let cache = godel_cache::connect(&config.cache).await.unwrap();
+        self.gateway_with(config, cache).await
     }
 
     /// Starts a gateway on `config` with `cache` for its rate limits.
     pub async fn gateway_with(&self, config: GatewayConfig, cache: Arc<dyn Cache>) -> Gateway {
-        let running = godel_gateway::start(config, Dependencies { cache }, self.shutdown.clone())
+        let deps = Dependencies {
+            cache,
+            bus: self.bus.clone(),
+        };
+        let running = godel_gateway::start(config, deps, self.shutdown.clone())
             .await
             .unwrap();
         Gateway {
