@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the OpenID provider the auth service's SSO tests sign in against —
+# Installs the OpenID provider the single sign-on tests (auth, gateway, godel login) sign in against —
 # npm `oidc-provider`, pinned — into target/oidc-provider (skipped when already
 # installed at that version) and prints that directory.
 #

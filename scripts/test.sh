@@ -35,7 +35,7 @@ fi
 export TEST_PYTHON
 
 step "cargo nextest"
-export OIDC_PROVIDER_DIR; OIDC_PROVIDER_DIR="$(scripts/oidc-provider.sh)" # auth SSO tests: a real OpenID provider
+export OIDC_PROVIDER_DIR; OIDC_PROVIDER_DIR="$(scripts/oidc-provider.sh)" # SSO tests (auth, gateway sign-in, godel login): a real OpenID provider
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --locked --profile "$profile"

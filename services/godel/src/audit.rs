@@ -35,7 +35,8 @@ struct Outcome {
 enum Source {
     Server {
         url: String,
-        token: String,
+        /// `--token` / `GODEL_TOKEN`; else the stored login.
+        token: Option<String>,
         auth_server: String,
     },
     Offline {
@@ -61,7 +62,7 @@ pub fn verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
                 url,
                 token,
                 auth_server,
-            } => online(url, token, auth_server, args.from, args.to).await,
+            } => online(url, token.as_deref(), auth_server, args.from, args.to).await,
             Source::Offline {
                 database,
                 checkpoint_dir,
@@ -127,26 +128,28 @@ fn source(args: &AuditVerifyArgs) -> anyhow::Result<Source> {
             "--checkpoint-dir, --public-key and --schema are for offline checks: add --database-url or --data-dir"
         );
     }
-    let Some(token) = args.token.clone() else {
+    if args.token.is_none()
+        && crate::credentials::stored::load(&crate::credentials::stored::path()?)?.is_none()
+    {
         anyhow::bail!(
-            "checking a running audit service needs a credential with audit:read: pass --token (or set GODEL_TOKEN) with an access token or API key, or check offline with --data-dir"
+            "checking a running audit service needs a credential with audit:read: pass --token (or set GODEL_TOKEN) with an access token or API key, sign in with `godel login`, or check offline with --data-dir"
         );
-    };
+    }
     Ok(Source::Server {
         url: args.server.clone(),
-        token,
+        token: args.token.clone(),
         auth_server: args.auth_server.clone(),
     })
 }
 
 async fn online(
     url: &str,
-    credential: &str,
+    credential: Option<&str>,
     auth_server: &str,
     from: u64,
     to: u64,
 ) -> anyhow::Result<Outcome> {
-    let token = crate::credentials::access_token(credential, auth_server).await?;
+    let token = crate::credentials::resolve(credential, auth_server).await?;
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("`{url}` is not a valid address"))?
         .connect()

@@ -4,6 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod work;
+
+pub use work::{
+    ApiArgs, DoArgs, Output, PlanArgs, PlanCommand, ProviderKeyArgs, ProviderKeyCommand,
+    SecretSource, WatchArgs,
+};
+
 /// Godel: a control plane for AI coding agents.
 #[derive(Debug, Parser)]
 #[command(name = "godel", version, propagate_version = true)]
@@ -20,7 +27,47 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Sign in through an identity provider in the browser and store the login
+    /// (`$XDG_CONFIG_HOME/godel/credentials.json`, mode 0600) for later commands.
+    Login(LoginArgs),
+    /// Sign out: revoke the stored login at its server and delete it.
+    Logout(LogoutArgs),
+    /// Describe what you want in words: Godel plans it into a DAG of tasks, shows
+    /// the plan, and runs it once approved. Exits 0 when submitted (or shown, with
+    /// --dry-run), 2 on an error, 3 when not approved.
+    Do(DoArgs),
+    /// Plans: list, show, cancel, roll back.
+    Plan(PlanArgs),
+    /// Follow a plan until it ends: a live tree of its tasks' states. Exits 0 when
+    /// the plan succeeded, 1 when it failed or was cancelled, 2 on an error.
+    Watch(WatchArgs),
+    /// The team's model-provider keys, which Godel's LLM proxy uses for agents (who
+    /// never see them): list, set, rotate.
+    ProviderKey(ProviderKeyArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The gateway's URL (the one `godel up` starts by default).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7700")]
+    pub server: String,
+
+    /// The identity provider to sign in with; needed when the server has several.
+    #[arg(long, value_name = "NAME")]
+    pub idp: Option<String>,
+
+    /// Print the sign-in URL instead of opening a browser (to open it elsewhere on
+    /// this machine: the browser must reach this machine's loopback address).
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// How long to wait for the browser to come back.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {}
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -66,7 +113,7 @@ pub struct AuditVerifyArgs {
 
     /// Online: who asks — an access token, or an API key (`gdl_…`, such as the
     /// org-admin key `godel up` prints on first start) exchanged at `--auth-server`.
-    /// Verifying needs `audit:read`.
+    /// Verifying needs `audit:read`. Without it, the login `godel login` stored.
     #[arg(
         long,
         value_name = "TOKEN",

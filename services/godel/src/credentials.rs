@@ -1,5 +1,9 @@
-//! The credential a CLI command calls services with: a Godel access token, or an API
-//! key (`gdl_…`) exchanged at the auth service for a short-lived access token.
+//! The credential a CLI command calls services with: `--token` / `GODEL_TOKEN` (a
+//! Godel access token, or an API key `gdl_…` exchanged at the auth service for a
+//! short-lived access token) first, else the login `godel login` stored
+//! ([`stored`]), its access token renewed at the gateway when it has expired.
+
+pub mod stored;
 
 use anyhow::Context;
 use godel_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -29,4 +33,20 @@ pub async fn access_token(credential: &str, auth_server: &str) -> anyhow::Result
         .await
         .with_context(|| format!("the auth service at {auth_server} refused the API key"))?;
     Ok(response.into_inner().access_token)
+}
+
+/// The access token to call with: from `credential` (`--token` / `GODEL_TOKEN`)
+/// when given, else from the stored login.
+pub async fn resolve(credential: Option<&str>, auth_server: &str) -> anyhow::Result<String> {
+    if let Some(credential) = credential {
+        return access_token(credential, auth_server).await;
+    }
+    let path = stored::path()?;
+    match stored::access_token(&path).await? {
+        Some(token) => Ok(token),
+        None => anyhow::bail!(
+            "no credential: pass --token (or set GODEL_TOKEN) with an access token or API key, \
+             or sign in with `godel login`"
+        ),
+    }
 }

@@ -4,7 +4,11 @@
 mod audit;
 mod cli;
 mod credentials;
+mod login;
+mod provider_key;
+mod rest;
 mod up;
+mod work;
 
 use std::process::ExitCode;
 
@@ -15,6 +19,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Up(args) => up::run(args),
         cli::Command::Audit(cli::AuditCommand::Verify(args)) => audit::verify(args),
+        cli::Command::Login(args) => login::login(args),
+        cli::Command::Logout(args) => login::logout(args),
+        cli::Command::Do(args) => work::run_do(args),
+        cli::Command::Plan(args) => work::run_plan(args),
+        cli::Command::Watch(args) => work::run_watch(args),
+        cli::Command::ProviderKey(args) => provider_key::run_provider_key(args),
     };
     match result {
         Ok(code) => code,

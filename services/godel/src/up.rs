@@ -36,6 +36,41 @@ pub struct UpConfig {
     #[serde(with = "godel_config::duration")]
     pub shutdown_grace: Duration,
     pub telemetry: TelemetryConfig,
+    /// Single sign-on (auth's `oidc`). With providers, the gateway serves `/auth` at
+    /// `http://<host>:<base_port>`, the redirect URI to register being
+    /// `http://<host>:<base_port>/auth/callback`.
+    pub oidc: godel_auth::OidcConfig,
+    /// The real agent CLIs sessions run and the model providers Godel's LLM proxy
+    /// forwards to (the orchestrator's `sessions.pi`/`claude_code`/`codex` and
+    /// `proxy.providers`).
+    pub agents: AgentsConfig,
+}
+
+/// Agent CLIs and model providers for `godel up`'s sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Pi (`pi` on the PATH by default); talks to the `openai` provider.
+    pub pi: godel_orchestrator::AgentCli,
+    /// Claude Code (`claude`); talks to the `anthropic` provider.
+    pub claude_code: godel_orchestrator::AgentCli,
+    /// Codex (`codex`); talks to the `openai` provider.
+    pub codex: godel_orchestrator::AgentCli,
+    /// Where each provider's API is (`openai`: `https://api.openai.com`,
+    /// `anthropic`: `https://api.anthropic.com`).
+    pub providers: std::collections::BTreeMap<String, godel_orchestrator::ProviderUpstream>,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        let sessions = godel_orchestrator::SessionsConfig::default();
+        Self {
+            pi: sessions.pi,
+            claude_code: sessions.claude_code,
+            codex: sessions.codex,
+            providers: godel_orchestrator::ProxyConfig::default().providers,
+        }
+    }
 }
 
 impl Default for UpConfig {
@@ -52,6 +87,8 @@ impl Default for UpConfig {
                 service_name: "godel".to_owned(),
                 ..TelemetryConfig::default()
             },
+            oidc: godel_auth::OidcConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -72,6 +109,29 @@ impl UpConfig {
             shutdown_grace: self.shutdown_grace,
             drain_delay: Duration::ZERO,
         }
+    }
+
+    /// The gateway's sign-in settings: none without identity providers, else its own
+    /// loopback origin with cookies lacking `Secure` (plain http on this machine).
+    fn login(&self) -> anyhow::Result<godel_gateway::LoginConfig> {
+        if self.oidc.providers.is_empty() {
+            return Ok(godel_gateway::LoginConfig::default());
+        }
+        if self.base_port == 0 || !self.host.is_loopback() {
+            anyhow::bail!(
+                "single sign-on (`oidc.providers`) in `godel up` needs a loopback `host` and a \
+                 fixed `base_port`: the providers' redirect URI names the gateway's address"
+            );
+        }
+        let host = match self.host {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        Ok(godel_gateway::LoginConfig {
+            public_url: Some(format!("http://{host}:{}", self.base_port)),
+            secure_cookies: false,
+            ..Default::default()
+        })
     }
 
     fn database(&self, data_dir: &Path, service: &str) -> DatabaseConfig {
@@ -139,6 +199,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         let auth_config = godel_auth::AuthConfig {
             server: config.server(1),
             database: config.database(data_dir, "auth"),
+            oidc: config.oidc.clone(),
             ..Default::default()
         };
         let admin = godel_auth::bootstrap(&auth_config).await?;
@@ -174,6 +235,10 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         // Agents reach models only through the LLM proxy, with a per-session token;
         // teams' provider keys stay encrypted under `<data_dir>/orchestrator/kek`.
         orchestrator_config.proxy.enabled = true;
+        orchestrator_config.proxy.providers = config.agents.providers.clone();
+        orchestrator_config.sessions.pi = config.agents.pi.clone();
+        orchestrator_config.sessions.claude_code = config.agents.claude_code.clone();
+        orchestrator_config.sessions.codex = config.agents.codex.clone();
         orchestrator_config.identity = identity.clone();
         orchestrator_config.intake = godel_orchestrator::IntakeConfig {
             enabled: true,
@@ -210,16 +275,19 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
                     scheduler: grpc(&scheduler),
                     orchestrator: grpc(&orchestrator),
                     audit: grpc(&audit),
+                    ..Default::default()
                 },
                 cache: CacheConfig::default(),
                 audit: godel_gateway::AuditConfig {
                     api_key: audit_key.map(Secret::new),
                     ..Default::default()
                 },
+                login: config.login()?,
                 ..Default::default()
             },
             godel_gateway::Dependencies {
                 cache: cache.clone(),
+                bus: bus.clone(),
             },
             rest_shutdown.clone(),
         )
@@ -414,5 +482,40 @@ fn orchestrator_id(data_dir: &Path) -> anyhow::Result<OrchestratorId> {
             Ok(id)
         }
         Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn sign_in_is_served_on_the_loopback_gateway_only_with_providers() {
+        let mut config = UpConfig::default();
+        assert_eq!(config.login().unwrap().public_url, None);
+        config.oidc.providers.push(godel_auth::ProviderConfig {
+            name: "corp".into(),
+            display_name: String::new(),
+            issuer: "https://login.example.com".into(),
+            client_id: "godel".into(),
+            client_secret: None,
+            client_auth: godel_auth::ClientAuth::None,
+            scopes: Vec::new(),
+            algorithms: vec!["RS256".into()],
+            groups_claim: "groups".into(),
+            leeway: Duration::from_secs(60),
+            redirect_uris: vec!["http://127.0.0.1:7700/auth/callback".into()],
+            group_mappings: Vec::new(),
+        });
+        let login = config.login().unwrap();
+        assert_eq!(login.public_url.as_deref(), Some("http://127.0.0.1:7700"));
+        assert!(!login.secure_cookies);
+        config.base_port = 0;
+        assert!(config.login().is_err());
+        config.base_port = 7700;
+        config.host = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert!(config.login().is_err());
     }
 }

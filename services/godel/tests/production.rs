@@ -76,8 +76,10 @@ async fn every_service_runs_on_postgres_nats_and_redis() {
             scheduler: grpc(&scheduler),
             orchestrator: grpc(&orchestrator),
             audit: grpc(&audit),
+            ..Default::default()
         },
         cache: CacheConfig::redis(&redis.url, &redis.key_prefix),
+        bus: bus.clone(),
         ..Default::default()
     };
     let deps = godel_gateway::Dependencies::connect(&config).await.unwrap();
@@ -166,8 +168,10 @@ async fn the_gateway_is_not_ready_while_an_upstream_is_down() {
             scheduler: down,
             orchestrator: up.clone(),
             audit: up,
+            ..Default::default()
         },
         cache: CacheConfig::default(),
+        bus: BusConfig::default(),
         ..Default::default()
     };
     let deps = godel_gateway::Dependencies::connect(&config).await.unwrap();
