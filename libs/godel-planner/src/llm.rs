@@ -16,8 +16,11 @@ use crate::{PlanError, Planner};
 pub struct LlmPlanner {
     /// The proxy's base URL (`http://host:port`, no path).
     pub base_url: String,
-    /// The credential the proxy accepts (a session token).
+    /// The credential the proxy accepts: a session token, or the access token of
+    /// the person planning (with [`team`](Self::team)).
     pub token: Secret<String>,
+    /// The team a caller's access token plans for, sent as `x-godel-team`.
+    pub team: Option<String>,
     pub model: String,
     pub timeout: Duration,
     client: reqwest::Client,
@@ -32,6 +35,7 @@ impl LlmPlanner {
         Self {
             base_url: base_url.into(),
             token,
+            team: None,
             model: model.into(),
             timeout: Duration::from_secs(60),
             client: reqwest::Client::new(),
@@ -104,10 +108,11 @@ impl Planner for LlmPlanner {
             "response_format": {"type": "json_object"},
             "temperature": 0,
         });
-        let response = self
-            .client
-            .post(&url)
-            .bearer_auth(self.token.expose())
+        let mut request = self.client.post(&url).bearer_auth(self.token.expose());
+        if let Some(team) = &self.team {
+            request = request.header("x-godel-team", team);
+        }
+        let response = request
             .timeout(self.timeout)
             .json(&body)
             .send()

@@ -59,12 +59,17 @@ pub struct AgentsConfig {
     /// Where each provider's API is (`openai`: `https://api.openai.com`,
     /// `anthropic`: `https://api.anthropic.com`).
     pub providers: std::collections::BTreeMap<String, godel_orchestrator::ProviderUpstream>,
+    /// The model the LLM planner asks — through the LLM proxy, as the person
+    /// planning, with their team's `openai` key. A team without that key gets the
+    /// deterministic planner, and is told why.
+    pub planner_model: String,
 }
 
 impl Default for AgentsConfig {
     fn default() -> Self {
         let sessions = godel_orchestrator::SessionsConfig::default();
         Self {
+            planner_model: sessions.pi.model.clone(),
             pi: sessions.pi,
             claude_code: sessions.claude_code,
             codex: sessions.codex,
@@ -94,6 +99,18 @@ impl Default for UpConfig {
 }
 
 impl UpConfig {
+    /// Where the orchestrator's LLM proxy listens: after the services' ports, or a
+    /// free port (chosen now, so the scheduler's planner knows it before the
+    /// orchestrator starts).
+    fn proxy_addr(&self) -> anyhow::Result<SocketAddr> {
+        if self.base_port != 0 {
+            return Ok(SocketAddr::new(self.host, self.base_port + 10));
+        }
+        let probe = std::net::TcpListener::bind(SocketAddr::new(self.host, 0))
+            .context("cannot find a free port for the LLM proxy")?;
+        Ok(probe.local_addr()?)
+    }
+
     /// The listeners of the `index`-th service (gateway 0, auth 1, …).
     fn server(&self, index: u16) -> ServerConfig {
         let port = |offset: u16| {
@@ -195,6 +212,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
     let orchestrator_shutdown = CancellationToken::new();
     let rest_shutdown = CancellationToken::new();
 
+    let proxy_addr = config.proxy_addr()?;
     let started = async {
         let auth_config = godel_auth::AuthConfig {
             server: config.server(1),
@@ -213,6 +231,12 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
             godel_scheduler::SchedulerConfig {
                 server: config.server(2),
                 database: config.database(data_dir, "scheduler"),
+                // The LLM planner asks through the LLM proxy as the person planning.
+                planner: godel_scheduler::PlannerConfig {
+                    llm_base_url: Some(format!("http://{proxy_addr}")),
+                    llm_model: config.agents.planner_model.clone(),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             godel_scheduler::Dependencies { bus: bus.clone() },
@@ -235,6 +259,7 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         // Agents reach models only through the LLM proxy, with a per-session token;
         // teams' provider keys stay encrypted under `<data_dir>/orchestrator/kek`.
         orchestrator_config.proxy.enabled = true;
+        orchestrator_config.proxy.listen = proxy_addr;
         orchestrator_config.proxy.providers = config.agents.providers.clone();
         orchestrator_config.sessions.pi = config.agents.pi.clone();
         orchestrator_config.sessions.claude_code = config.agents.claude_code.clone();

@@ -587,3 +587,126 @@ async fn godel_do_with_pi_runs_the_plan_through_the_llm_proxy() {
         );
     }
 }
+
+/// The LLM planner on `godel up` asks through Godel's LLM proxy as the person
+/// planning, with their team's provider key: the scripted provider's plan (two
+/// parallel branches and a test) comes back validated; without a key the
+/// deterministic planner plans and says why.
+#[tokio::test]
+async fn the_llm_planner_plans_through_the_proxy_with_the_teams_key() {
+    const KEY: &str = "sk-team-openai-planner-0123456789";
+    let answer = serde_json::json!({
+        "summary": "Two endpoints, then their tests",
+        "nodes": [
+            {"key": "health", "task_type": "implement", "profile": "simulated",
+             "prompt": "Add GET /health", "depends_on": []},
+            {"key": "metrics", "task_type": "implement", "profile": "simulated",
+             "prompt": "Add GET /metrics", "depends_on": []},
+            {"key": "tests", "task_type": "test", "profile": "simulated",
+             "prompt": "Test both endpoints", "depends_on": ["health", "metrics"]},
+        ],
+    });
+    let llm = godel_test_utils::llm::ScriptedLlm::start(godel_test_utils::llm::Script {
+        final_text: answer.to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let up = start_with(
+        data.path(),
+        &[format!(
+            "agents.providers.openai.base_url={}",
+            llm.base_url()
+        )],
+    )
+    .await;
+    let text = "Add a health endpoint and a metrics endpoint";
+
+    // No provider key yet: the deterministic planner stands in, saying why.
+    let planned = json(
+        &godel(
+            &up,
+            &[
+                "do",
+                text,
+                "--repo",
+                ".",
+                "--dry-run",
+                "--planner",
+                "llm",
+                "--output",
+                "json",
+            ],
+            SHORT,
+        )
+        .await,
+    );
+    assert_eq!(planned["intent"]["planner"], "deterministic", "{planned}");
+    let reason = planned["intent"]["fallbackReason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("key"),
+        "the reason names the missing key: {planned}"
+    );
+    assert_eq!(llm.requests().len(), 0, "nothing reached the provider");
+
+    let set = Command::new(env!("CARGO_BIN_EXE_godel"))
+        .args(["provider-key", "set", "openai"])
+        .env("GODEL_SERVER", &up.gateway)
+        .env("GODEL_TOKEN", &up.admin_key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut set = set;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = set.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{KEY}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let set = set.wait_with_output().await.unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&set.stdout).contains(KEY));
+
+    let planned = json(
+        &godel(
+            &up,
+            &[
+                "do",
+                text,
+                "--repo",
+                ".",
+                "--dry-run",
+                "--planner",
+                "llm",
+                "--output",
+                "json",
+            ],
+            SHORT,
+        )
+        .await,
+    );
+    assert_eq!(planned["intent"]["planner"], "llm", "{planned}");
+    let keys: Vec<&str> = planned["intent"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["health", "metrics", "tests"], "{planned}");
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].credential(),
+        Some(KEY),
+        "the proxy swapped in the team's key for the caller's token"
+    );
+}

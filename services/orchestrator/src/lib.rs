@@ -123,6 +123,7 @@ pub async fn start_with_verifier(
             backend.db().clone(),
             provider_keys.clone(),
             sessions.clone(),
+            Some(verifier.clone()),
         )
         .await
         .map_err(Error::Proxy)?;

@@ -10,6 +10,11 @@
 //! in place of the token; the response (SSE or JSON) streams back unbuffered while
 //! [`meter`] reads its usage, which is priced and appended to the session's log as
 //! a `usage` event. Neither keys nor tokens are ever logged.
+//!
+//! A planner asks through the same endpoints on behalf of a person: with that
+//! caller's Godel access token as the bearer and the team in `x-godel-team`. The
+//! caller needs `plans:create` in the team; the team's key is used, and the call's
+//! usage is metered for the team (metrics and log) — there is no session to charge.
 
 pub mod api;
 mod forward;
@@ -26,7 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
 use godel_error::{Error, ErrorCode};
+use godel_identity::{CallerVerifier, Permission};
 use godel_store::Db;
+use godel_types::{SessionId, TeamId};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +56,39 @@ struct ProxyState {
     db: Db,
     keys: ProviderKeys,
     sessions: Sessions,
+    /// Verifies planners' callers; `None`: only session tokens are accepted.
+    verifier: Option<CallerVerifier>,
     client: reqwest::Client,
+}
+
+/// The header naming the team a planning call is made for.
+pub const TEAM_HEADER: &str = "x-godel-team";
+
+/// Whom a call is for.
+enum Principal {
+    /// An agent, with its session token.
+    Session {
+        binding: Binding,
+        session: Box<Session>,
+    },
+    /// A planner acting for a caller holding `plans:create` in `team`.
+    Planner { team: TeamId },
+}
+
+impl Principal {
+    fn team(&self) -> TeamId {
+        match self {
+            Self::Session { binding, .. } => binding.team_id,
+            Self::Planner { team } => *team,
+        }
+    }
+
+    fn session_id(&self) -> Option<SessionId> {
+        match self {
+            Self::Session { session, .. } => Some(session.id),
+            Self::Planner { .. } => None,
+        }
+    }
 }
 
 /// A bound, not yet serving, LLM proxy.
@@ -69,12 +108,14 @@ impl std::fmt::Debug for LlmProxy {
 
 impl LlmProxy {
     /// Binds `config.listen`; tokens are checked in `db`, keys read from `keys`,
-    /// usage recorded through `sessions`.
+    /// usage recorded through `sessions`; planners' callers are verified with
+    /// `verifier` (without one, only session tokens are accepted).
     pub async fn bind(
         config: ProxyConfig,
         db: Db,
         keys: ProviderKeys,
         sessions: Sessions,
+        verifier: Option<CallerVerifier>,
     ) -> Result<Self, Error> {
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             Error::unavailable(format!(
@@ -102,6 +143,7 @@ impl LlmProxy {
             db,
             keys,
             sessions,
+            verifier,
             client,
         });
         let router = Router::new()
@@ -185,6 +227,32 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+/// A planning call: `token` is a Godel access token whose caller holds
+/// `plans:create` in the team named by [`TEAM_HEADER`].
+async fn planner(state: &ProxyState, headers: &HeaderMap, token: &str) -> Result<Principal, Error> {
+    let Some(verifier) = &state.verifier else {
+        return Err(Error::unauthenticated(tokens::Refusal::Unknown.message()));
+    };
+    let caller = verifier.verify(token).await.map_err(|e| {
+        Error::unauthenticated(format!(
+            "neither a session token nor a valid access token: {e}"
+        ))
+    })?;
+    let team = headers
+        .get(TEAM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Error::invalid_argument(
+                TEAM_HEADER,
+                "a planning call names its team in x-godel-team",
+            )
+        })?
+        .parse::<TeamId>()
+        .map_err(|_| Error::invalid_argument(TEAM_HEADER, "not a team id (`team_…`)"))?;
+    caller.require(team, Permission::PlansCreate)?;
+    Ok(Principal::Planner { team })
 }
 
 fn status_of(error: &Error) -> StatusCode {
@@ -300,27 +368,35 @@ async fn forward(
             "missing session token (Authorization: Bearer or x-api-key)".to_owned(),
         )
     })?;
-    let binding = tokens::check(state.db.conn(), token, Utc::now())
-        .await
-        .map_err(failed)?
-        .map_err(|refusal| refuse(StatusCode::UNAUTHORIZED, refusal.message().to_owned()))?;
-    let session = state
-        .sessions
-        .get(binding.team_id, binding.session_id)
-        .await
-        .map_err(failed)?;
-    if session.state.is_terminal() {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            tokens::Refusal::Revoked.message().to_owned(),
-        ));
-    }
-    if api != Api::CountTokens
-        && let Some(message) = budget_spent(&binding, &session.usage)
-    {
-        tracing::info!(session_id = %session.id, api = api.as_str(), "LLM request refused: budget spent");
-        return Err(refuse(StatusCode::PAYMENT_REQUIRED, message));
-    }
+    let principal = if token.starts_with(tokens::PREFIX) {
+        let binding = tokens::check(state.db.conn(), token, Utc::now())
+            .await
+            .map_err(failed)?
+            .map_err(|refusal| refuse(StatusCode::UNAUTHORIZED, refusal.message().to_owned()))?;
+        let session = state
+            .sessions
+            .get(binding.team_id, binding.session_id)
+            .await
+            .map_err(failed)?;
+        if session.state.is_terminal() {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                tokens::Refusal::Revoked.message().to_owned(),
+            ));
+        }
+        if api != Api::CountTokens
+            && let Some(message) = budget_spent(&binding, &session.usage)
+        {
+            tracing::info!(session_id = %session.id, api = api.as_str(), "LLM request refused: budget spent");
+            return Err(refuse(StatusCode::PAYMENT_REQUIRED, message));
+        }
+        Principal::Session {
+            binding,
+            session: Box::new(session),
+        }
+    } else {
+        planner(state, headers, token).await.map_err(failed)?
+    };
     let (body, model) = rewrite(&state.config, api, &body)
         .map_err(|message| refuse(StatusCode::BAD_REQUEST, message))?;
 
@@ -331,10 +407,15 @@ async fn forward(
             format!("no upstream is configured for provider `{provider}`"),
         )
     })?;
-    let name = key_name(&state.config, &session, provider);
+    let name = match &principal {
+        Principal::Session { session, .. } => key_name(&state.config, session, provider),
+        Principal::Planner { .. } => &state.config.default_key_name,
+    };
+    let team = principal.team();
+    let session_id = principal.session_id();
     let (key, secret) = state
         .keys
-        .reveal(binding.team_id, provider, name)
+        .reveal(team, provider, name)
         .await
         .map_err(failed)?;
     let mut url = format!("{}{}", upstream.base_url.trim_end_matches('/'), api.path());
@@ -369,7 +450,7 @@ async fn forward(
         .send()
         .await
         .map_err(|e| {
-            tracing::warn!(session_id = %session.id, provider, error = %e.without_url(), "LLM upstream unreachable");
+            tracing::warn!(session_id = ?session_id, team_id = %team, provider, error = %e.without_url(), "LLM upstream unreachable");
             refuse(
                 StatusCode::BAD_GATEWAY,
                 format!("the `{provider}` upstream cannot be reached"),
@@ -381,13 +462,13 @@ async fn forward(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    tracing::debug!(session_id = %session.id, api = api.as_str(), %model, status = status.as_u16(), "LLM request forwarded");
+    tracing::debug!(session_id = ?session_id, team_id = %team, api = api.as_str(), %model, status = status.as_u16(), "LLM request forwarded");
 
     let record = Recorder {
-        team: binding.team_id,
+        team,
         sessions: state.sessions.clone(),
         prices: state.config.prices.clone(),
-        session: session.id,
+        session: session_id,
         api,
         model,
     };
@@ -402,12 +483,13 @@ async fn forward(
     Ok(out)
 }
 
-/// Records one call's usage in its session's log once its response ended.
+/// Records one call's usage once its response ended: in the team's metrics, and in
+/// its session's log (a planning call has none: it is logged).
 struct Recorder {
-    team: godel_types::TeamId,
+    team: TeamId,
     sessions: Sessions,
     prices: std::collections::BTreeMap<String, crate::config::ModelPrice>,
-    session: godel_types::SessionId,
+    session: Option<SessionId>,
     api: Api,
     model: String,
 }
@@ -432,6 +514,18 @@ impl Recorder {
         metrics::counter!(TOKENS, "team" => team.clone(), "api" => api, "direction" => "output")
             .increment(usage.output_tokens);
         metrics::counter!(COST, "team" => team).increment(usage.cost_micro_usd);
+        let Some(session) = self.session else {
+            tracing::info!(
+                team_id = %self.team,
+                api,
+                model = %self.model,
+                input_tokens = usage.input_tokens,
+                output_tokens = usage.output_tokens,
+                cost_micro_usd = usage.cost_micro_usd,
+                "planning call metered"
+            );
+            return;
+        };
         runtime.spawn(async move {
             let raw = serde_json::json!({
                 "source": "llm_proxy",
@@ -439,8 +533,8 @@ impl Recorder {
                 "model": self.model,
             })
             .to_string();
-            if let Err(error) = self.sessions.record_usage(self.session, usage, raw).await {
-                tracing::error!(session_id = %self.session, error = %error, "cannot record LLM usage");
+            if let Err(error) = self.sessions.record_usage(session, usage, raw).await {
+                tracing::error!(session_id = %session, error = %error, "cannot record LLM usage");
             }
         });
     }

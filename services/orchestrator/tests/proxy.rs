@@ -1173,6 +1173,66 @@ fn uuid_like() -> String {
     hex::encode(bytes)
 }
 
+/// A planner asks as the person planning: their access token and their team in
+/// `x-godel-team`. It needs `plans:create` there; the team's key goes upstream.
+async fn a_planner_asks_with_the_callers_token_for_its_team(kind: DbKind) {
+    let llm = ScriptedLlm::start(script()).await.unwrap();
+    let mut h = Harness::new(kind, &llm.base_url()).await;
+    h.set_default_keys().await;
+    // Only to learn the proxy's address.
+    let agent = h.start_agent(limits()).await;
+    let team = h.team.to_string();
+    let planner = h.issuer.member(h.team, &[Permission::PlansCreate]);
+    let reader = h.issuer.member(h.team, &[Permission::PlansRead]);
+    let outsider = h.issuer.team_admin(TeamId::new());
+    let before = llm.requests().len();
+
+    let answered = h
+        .call(
+            &agent,
+            "/v1/chat/completions",
+            Auth::Bearer(&planner),
+            &[("x-godel-team", &team)],
+            chat(false),
+        )
+        .await;
+    assert_eq!(answered.status(), 200);
+    let requests = llm.requests();
+    assert_eq!(requests.len(), before + 1);
+    assert_eq!(requests.last().unwrap().credential(), Some(OPENAI_KEY));
+
+    for (token, headers, status) in [
+        // Without the team.
+        (planner.as_str(), &[][..], 400),
+        // Without plans:create there.
+        (reader.as_str(), &[("x-godel-team", team.as_str())][..], 403),
+        (
+            outsider.as_str(),
+            &[("x-godel-team", team.as_str())][..],
+            403,
+        ),
+        // Not a token at all.
+        ("not-a-token", &[("x-godel-team", team.as_str())][..], 401),
+    ] {
+        let refused = h
+            .call(
+                &agent,
+                "/v1/chat/completions",
+                Auth::Bearer(token),
+                headers,
+                chat(false),
+            )
+            .await;
+        assert_eq!(refused.status(), status, "{headers:?}");
+    }
+    assert_eq!(
+        llm.requests().len(),
+        before + 1,
+        "nothing refused went upstream"
+    );
+    h.finish().await;
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1198,4 +1258,5 @@ on_both_databases!(
     bad_expired_and_revoked_tokens_are_refused,
     streams_pass_through_unbuffered,
     a_canary_key_never_leaks,
+    a_planner_asks_with_the_callers_token_for_its_team,
 );

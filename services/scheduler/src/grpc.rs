@@ -779,7 +779,20 @@ impl SchedulerService for SchedulerGrpc {
         &self,
         request: Request<pb::PlanIntentRequest>,
     ) -> Reply<pb::PlanIntentResponse> {
-        reply(intents::plan(&self.planning, &self.profiles, request.into_inner()).await)
+        // Forwarded by the gateway: the LLM planner may ask as this caller.
+        let caller_token = godel_identity::bearer_token(request.metadata())
+            .ok()
+            .flatten()
+            .map(str::to_owned);
+        reply(
+            intents::plan(
+                &self.planning,
+                &self.profiles,
+                request.into_inner(),
+                caller_token.as_deref(),
+            )
+            .await,
+        )
     }
 
     async fn submit_intent_plan(

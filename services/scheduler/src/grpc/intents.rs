@@ -23,7 +23,7 @@ use godel_error::Error;
 use godel_planner::{Catalog, LlmPlanner, Node, Plan, Planner, ValidNode, ValidPlan};
 use godel_proto::convert::parse_optional_id;
 use godel_proto::scheduler::v1 as pb;
-use godel_types::PlanId;
+use godel_types::{PlanId, TeamId};
 use serde_json::{Value, json};
 
 use super::{plan_tasks_to_pb, plan_to_pb, team};
@@ -39,6 +39,10 @@ const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone)]
 pub(crate) struct Planning {
     llm: Option<LlmPlanner>,
+    /// No `llm_token`: the LLM planner asks with the access token of the person
+    /// planning (forwarded by the gateway), for their team — Godel's LLM proxy then
+    /// uses the team's provider key.
+    as_caller: bool,
     max_nodes: usize,
     max_cost_micro_usd: u64,
 }
@@ -60,15 +64,51 @@ impl Planning {
             });
         Self {
             llm,
+            as_caller: config.llm_token.is_none(),
             max_nodes: config.max_nodes,
             max_cost_micro_usd: config.max_cost_micro_usd,
         }
     }
 
+    /// The LLM planner for a request of `team` by the caller with `caller_token`:
+    /// the configured one, or a copy asking as the caller. `Err`: why it cannot ask.
+    fn llm_for(
+        &self,
+        team: TeamId,
+        caller_token: Option<&str>,
+    ) -> Option<Result<LlmPlanner, String>> {
+        let llm = self.llm.as_ref()?;
+        if !self.as_caller {
+            return Some(Ok(llm.clone()));
+        }
+        Some(match caller_token {
+            Some(token) => {
+                let mut llm = llm.clone();
+                llm.token = token.to_owned().into();
+                llm.team = Some(team.to_string());
+                Ok(llm)
+            }
+            None => Err(
+                "the request carries no caller token to ask the LLM planner with, so \
+                         the deterministic planner planned"
+                    .to_owned(),
+            ),
+        })
+    }
+
     /// The planner `requested` names (`None`: the deterministic one) and, when the
     /// request cannot be honoured as asked, why.
-    fn choose(&self, requested: &str) -> Result<(Option<&dyn Planner>, Option<String>), Error> {
-        let llm = self.llm.as_ref().map(|p| p as &dyn Planner);
+    fn choose<'a>(
+        &self,
+        requested: &str,
+        llm: Option<&'a Result<LlmPlanner, String>>,
+    ) -> Result<(Option<&'a dyn Planner>, Option<String>), Error> {
+        if let Some(Err(why)) = llm
+            && matches!(requested.trim(), "" | "auto" | "llm")
+        {
+            return Ok((None, Some(why.clone())));
+        }
+        let llm = llm.and_then(|l| l.as_ref().ok()).map(|p| p as &dyn Planner);
         match requested.trim() {
             "" | "auto" => Ok(match llm {
                 Some(llm) => (Some(llm), None),
@@ -141,9 +181,11 @@ pub(super) async fn plan(
     planning: &Planning,
     profiles: &Profiles,
     req: pb::PlanIntentRequest,
+    caller_token: Option<&str>,
 ) -> Result<pb::PlanIntentResponse, Error> {
     let team = team(&req.team_id)?;
-    let (planner, note) = planning.choose(&req.planner)?;
+    let llm = planning.llm_for(team, caller_token);
+    let (planner, note) = planning.choose(&req.planner, llm.as_ref())?;
     let catalog = planning.catalog(&profiles.list(team).await?);
     let planned = godel_planner::plan_intent(planner, &req.text, &catalog)
         .await
