@@ -176,11 +176,15 @@ pub async fn start(
     let cache = deps.cache.clone();
     let mut service = Service::new(SERVICE, config.server)
         .reflection(godel_proto::FILE_DESCRIPTOR_SET)
-        .http_routes(api::router(state, config.api.max_body_bytes))
-        .readiness(readiness_check("cache", move || {
+        .http_routes(api::router(state, config.api.max_body_bytes));
+    // Failing open, a replica serves without the cache (rate limits in process), so
+    // an outage of the cache must not take every replica out of the load balancer.
+    if config.rate_limit.enabled && config.rate_limit.on_cache_error == OnCacheError::FailClosed {
+        service = service.readiness(readiness_check("cache", move || {
             let cache = cache.clone();
             async move { cache.check().await }
         }));
+    }
     for upstream in upstreams {
         service = service.readiness(Arc::new(upstream));
     }

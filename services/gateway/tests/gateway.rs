@@ -366,8 +366,12 @@ async fn when_redis_is_down_the_gateway_fails_open_or_closed_as_configured() {
     open.rate_limit.per_minute = 3;
     open.rate_limit.on_cache_error = OnCacheError::FailOpen;
     let open = cluster.gateway_with(open, down()).await;
-    // Limited in process: still 3 per minute on this replica.
+    // Limited in process: still 3 per minute on this replica, and it stays ready.
     assert_eq!(allowed(&[&open], &key, 6).await, 3);
+    assert_eq!(
+        get(&open.url("/readyz"), None).await.status(),
+        StatusCode::OK
+    );
 
     let mut closed_config = cluster.gateway_config();
     closed_config.rate_limit.on_cache_error = OnCacheError::FailClosed;
@@ -378,6 +382,11 @@ async fn when_redis_is_down_the_gateway_fails_open_or_closed_as_configured() {
     )
     .await;
     assert_eq!(body["code"], "unavailable");
+    // Failing closed, it is not ready either: the load balancer sends elsewhere.
+    assert_eq!(
+        get(&shut.url("/readyz"), None).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
