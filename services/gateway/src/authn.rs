@@ -204,6 +204,11 @@ impl Authenticator {
 }
 
 /// The credential of `Authorization: Bearer <credential>`.
+/// Whether the request presents an API key (checking one asks auth).
+pub(crate) fn presents_api_key(headers: &HeaderMap) -> bool {
+    bearer(headers).is_ok_and(|credential| credential.starts_with(API_KEY_PREFIX))
+}
+
 fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Err(Error::unauthenticated(

@@ -127,6 +127,10 @@ pub struct RateLimitConfig {
     #[serde(with = "godel_config::duration")]
     pub team_quota_ttl: Duration,
     pub on_cache_error: OnCacheError,
+    /// Failed authentications per minute per client address (shared by replicas).
+    /// Past it, that address's API keys are refused with 429 without asking auth,
+    /// until the budget recovers; access tokens are still verified (locally).
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -137,6 +141,7 @@ impl Default for RateLimitConfig {
             api_keys: BTreeMap::new(),
             team_quota_ttl: Duration::from_secs(60),
             on_cache_error: OnCacheError::FailOpen,
+            failed_auth_per_minute: 60,
         }
     }
 }

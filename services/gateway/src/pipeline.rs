@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -151,9 +152,28 @@ pub(crate) async fn guard(
         client_ip: client_ip(&req, state.trust_forwarded_for),
         meta,
     };
+    // An address that failed to authenticate too often gets no more API-key checks
+    // (each one a call to auth) until its budget recovers.
+    if let Some(wait) = state.limiter.blocked_for(&call.client_ip)
+        && crate::authn::presents_api_key(req.headers())
+    {
+        let retry = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let error = Error::resource_exhausted(
+            "too many failed authentications from this address; retry later",
+            Some(Duration::from_secs(retry.max(1))),
+        );
+        let response = Problem::from_error(&error)
+            .with_instance(&path)
+            .into_response();
+        state.audit.record(call.record(None, response.status()));
+        return response;
+    }
     let authenticated = match state.authn.authenticate(&method, req.headers()).await {
         Ok(a) => a,
         Err(error) => {
+            if error.code == ErrorCode::Unauthenticated {
+                state.limiter.failed_authentication(&call.client_ip).await;
+            }
             let response = Problem::from_error(&error)
                 .with_instance(&path)
                 .into_response();

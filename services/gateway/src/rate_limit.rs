@@ -78,7 +78,12 @@ pub(crate) struct RateLimiter {
     local: MemoryCache,
     auth: AuthServiceClient<Channel>,
     quotas: Mutex<HashMap<TeamId, CachedQuota>>,
+    /// Client addresses past their failed-authentication budget, until when.
+    blocked: Mutex<HashMap<String, Instant>>,
 }
+
+/// Most client addresses remembered as blocked; the oldest blocks go first.
+const MAX_BLOCKED: usize = 100_000;
 
 impl RateLimiter {
     pub(crate) fn new(
@@ -92,6 +97,72 @@ impl RateLimiter {
             local: MemoryCache::new(100_000),
             auth,
             quotas: Mutex::new(HashMap::new()),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long `client` stays refused for failing to authenticate too often;
+    /// `None` when it is not.
+    pub(crate) fn blocked_for(&self, client: &str) -> Option<Duration> {
+        if !self.config.enabled {
+            return None;
+        }
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock().ok()?;
+        match blocked.get(client) {
+            Some(until) if *until > now => Some(*until - now),
+            Some(_) => {
+                blocked.remove(client);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Counts a failed authentication from `client` against its budget (shared by
+    /// replicas; in process when the store fails); past it, the address is blocked
+    /// here until the budget recovers.
+    pub(crate) async fn failed_authentication(&self, client: &str) {
+        if !self.config.enabled {
+            return;
+        }
+        let limit = RateLimit::per(
+            self.config.failed_auth_per_minute.max(1),
+            Duration::from_secs(60),
+        );
+        let key = format!("gateway:authfail:{client}");
+        let decision = match self.shared.gcra(&key, limit).await {
+            Ok(decision) => decision,
+            Err(_) => match self.local.gcra(&key, limit).await {
+                Ok(decision) => decision,
+                Err(_) => return,
+            },
+        };
+        if decision.allowed {
+            return;
+        }
+        metrics::counter!("godel_gateway_auth_failures_blocked_total").increment(1);
+        tracing::warn!(
+            client,
+            "too many failed authentications; refusing its API keys for now"
+        );
+        if let Ok(mut blocked) = self.blocked.lock() {
+            if blocked.len() >= MAX_BLOCKED {
+                let now = Instant::now();
+                blocked.retain(|_, until| *until > now);
+                if blocked.len() >= MAX_BLOCKED
+                    && let Some(oldest) = blocked
+                        .iter()
+                        .min_by_key(|(_, u)| **u)
+                        .map(|(k, _)| k.clone())
+                {
+                    blocked.remove(&oldest);
+                }
+            }
+            blocked.insert(
+                client.to_owned(),
+                Instant::now() + decision.retry_after.max(Duration::from_secs(1)),
+            );
         }
     }
 

@@ -389,6 +389,47 @@ async fn when_redis_is_down_the_gateway_fails_open_or_closed_as_configured() {
     );
 }
 
+/// Too many failed authentications from one address: its API keys are refused with
+/// 429 without asking auth, while other addresses and access tokens carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_limited_per_address() {
+    let cluster = Cluster::start().await;
+    let team = cluster.team("guessing").await;
+    let (_, key) = cluster.api_key(&team, MEMBER, &[]).await;
+    let token = cluster.token(&key).await;
+    let mut config = cluster.gateway_config();
+    config.rate_limit.failed_auth_per_minute = 3;
+    config.api.trust_forwarded_for = true;
+    let gw = cluster.gateway(config).await;
+    let from = |address: &'static str, credential: String| {
+        let url = gw.url("/v1/me");
+        async move {
+            http()
+                .get(url)
+                .bearer_auth(credential)
+                .header("x-forwarded-for", address)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let guess = |n: usize| format!("gdl_key_{n:032}_{}", "0".repeat(43));
+
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        statuses.push(from("203.0.113.7", guess(n)).await.status().as_u16());
+    }
+    assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert_eq!(statuses[5], 429, "{statuses:?}");
+    let refused = from("203.0.113.7", key.clone()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    // An access token is verified locally: it still works from that address.
+    assert_eq!(from("203.0.113.7", token).await.status(), StatusCode::OK);
+    // Another address is unaffected.
+    assert_eq!(from("198.51.100.9", key).await.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_produces_an_audit_record() {
     let cluster = Cluster::start().await;
