@@ -15,6 +15,10 @@
 //!   a remote repository is) and reports request → agent running latency: from the
 //!   call to `Sessions::start` to the session's `running` state change (its agent
 //!   process spawned in its new worktree).
+//!
+//! `--runtime inprocess` runs the simulated agent as a task of this process (no
+//! agent process, no worktree): the session count and memory then measure Godel's
+//! own per-session overhead.
 
 use godel_bench_report as report;
 
@@ -40,6 +44,15 @@ enum Mode {
     Start,
 }
 
+/// Where the simulated agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// A process in a git worktree (production's runtime).
+    Process,
+    /// A task of the orchestrator (`"runtime": "inprocess"`).
+    Inprocess,
+}
+
 /// Drives the orchestrator's sessions with the simulated agent and prints what it
 /// measured.
 #[derive(Debug, Parser)]
@@ -62,6 +75,9 @@ struct Args {
     /// Confine agents with Landlock (as production does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     landlock: bool,
+    /// Where the simulated agent runs.
+    #[arg(long, value_enum, default_value_t = Runtime::Process)]
+    runtime: Runtime,
 }
 
 #[tokio::main]
@@ -83,6 +99,7 @@ async fn main() -> Result<()> {
 
 struct Bench {
     sessions: Sessions,
+    runtime: Runtime,
     team: TeamId,
     repo_url: String,
     _root: tempfile::TempDir,
@@ -138,6 +155,7 @@ impl Bench {
         let sessions = Sessions::new(db, relay.notifier(), config, OrchestratorId::new());
         Ok(Self {
             sessions,
+            runtime: args.runtime,
             team: TeamId::new(),
             repo_url: format!("file://{}", repo.display()),
             _root: root,
@@ -157,7 +175,10 @@ impl Bench {
             },
             prompt: "benchmark".to_owned(),
             task_type: "bench".to_owned(),
-            payload: json!({ "sim": sim }),
+            payload: match self.runtime {
+                Runtime::Process => json!({ "sim": sim }),
+                Runtime::Inprocess => json!({ "sim": sim, "runtime": "inprocess" }),
+            },
             limits: SessionLimits::default(),
         }
     }
@@ -225,7 +246,8 @@ impl Bench {
         let agents: Vec<u64> = agent_pids(&ids).into_iter().filter_map(rss_kib).collect();
         let per_session = rss.saturating_sub(baseline) as f64 / n as f64;
         println!(
-            "mode=idle sessions={n} held={held} filled_in={:.1}s",
+            "mode=idle runtime={:?} sessions={n} held={held} filled_in={:.1}s",
+            self.runtime,
             filled.as_secs_f64()
         );
         println!(

@@ -12,6 +12,7 @@
 
 mod adapter;
 mod events;
+pub mod inprocess;
 mod integrate;
 mod model;
 mod recovery;
@@ -301,7 +302,21 @@ impl Sessions {
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| self.inner.config.default_adapter.clone());
         adapter::validate(&self.inner.config, &adapter, &spec.payload)?;
-        validate_repository(&self.inner.config, &spec.repository)?;
+        let runtime = if inprocess::requested(&spec.payload) {
+            if adapter != "sim" {
+                return Err(Error::invalid_argument(
+                    "payload_json",
+                    format!(
+                        "`runtime: {}` runs only the simulated agent (`sim`), not `{adapter}`",
+                        inprocess::RUNTIME
+                    ),
+                ));
+            }
+            inprocess::RUNTIME
+        } else {
+            validate_repository(&self.inner.config, &spec.repository)?;
+            RUNTIME
+        };
         let now = Utc::now();
         let session = Session {
             id: SessionId::new(),
@@ -310,7 +325,7 @@ impl Sessions {
             epoch: spec.epoch,
             profile_id: spec.profile_id,
             adapter,
-            runtime: RUNTIME.to_owned(),
+            runtime: runtime.to_owned(),
             repository: spec.repository,
             branch: None,
             base_commit: None,

@@ -1179,6 +1179,91 @@ async fn many_sessions_ending_at_once_all_record_their_end(kind: DbKind) {
     h.finish().await;
 }
 
+/// The in-process runtime: the simulated agent as a task of the orchestrator — same
+/// states, events and usage, no process, no worktree, no branch; a stop interrupts
+/// it; only `sim` can run there.
+async fn an_in_process_session_runs_without_a_process_or_worktree(kind: DbKind) {
+    let mut h = Harness::new(kind).await;
+    let in_process = |h: &Harness, sim: serde_json::Value| {
+        let mut request = h.request(TaskId::new(), 1, sim.clone());
+        request.payload_json = serde_json::json!({"runtime": "inprocess", "sim": sim}).to_string();
+        request
+    };
+    let task = TaskId::new();
+    let mut request = in_process(
+        &h,
+        serde_json::json!({"edits": 2, "duration_ms": 100, "tokens_in": 10, "tokens_out": 4}),
+    );
+    request.task_id = task.to_string();
+    let session = h.start(request).await.session.unwrap();
+    assert_eq!(session.runtime, "inprocess");
+    let done = h
+        .wait_for_state(&session.id, pb::SessionState::Succeeded)
+        .await;
+    let usage = done.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (10, 4));
+    assert!(done.branch.is_empty(), "{done:?}");
+    let events = h.stream(&session.id, 0, false).await;
+    let files = events
+        .iter()
+        .filter(|e| matches!(e.body, Some(Body::FileChange(_))))
+        .count();
+    assert_eq!(files, 2, "{events:?}");
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Some(Body::RuntimeStarted(started)) => Some(started.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        (started[0].runtime.as_str(), started[0].confinement.as_str()),
+        ("inprocess", "none")
+    );
+    // Nothing in the repository, nothing left in the worktrees directory.
+    let branches = git(&h.repo, &["branch", "--list", &format!("godel/{task}")]);
+    assert!(branches.is_empty(), "{branches}");
+    assert!(!h.root.path().join("worktrees").join(&session.id).exists());
+
+    // A stop interrupts it.
+    let long = h
+        .start(in_process(
+            &h,
+            serde_json::json!({"edits": 1, "duration_ms": 600000}),
+        ))
+        .await
+        .session
+        .unwrap();
+    h.wait_for_state(&long.id, pb::SessionState::Running).await;
+    let stopped = h
+        .client
+        .stop_session(pb::StopSessionRequest {
+            team_id: h.team.to_string(),
+            session_id: long.id.clone(),
+            reason: "enough".into(),
+            force: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(stopped.state(), pb::SessionState::Cancelled);
+    let events = h.stream(&long.id, 0, true).await;
+    assert!(
+        error_codes(&events).contains(&"interrupted".to_owned()),
+        "{events:?}"
+    );
+
+    // Only the simulated agent runs in process.
+    let mut request = in_process(&h, serde_json::json!({}));
+    request.adapter = "pi".into();
+    let refused = h.client.start_session(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    h.finish().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1207,4 +1292,5 @@ on_both!(
     an_agent_awaiting_approval_moves_the_session,
     shutdown_cancels_running_sessions,
     many_sessions_ending_at_once_all_record_their_end,
+    an_in_process_session_runs_without_a_process_or_worktree,
 );

@@ -155,7 +155,7 @@ fn sim_agent_path(config: &SessionsConfig) -> PathBuf {
 }
 
 /// `--flag value` pairs from the payload's `sim` object.
-fn sim_args(payload: &serde_json::Value) -> Result<Vec<OsString>, Error> {
+pub(crate) fn sim_args(payload: &serde_json::Value) -> Result<Vec<OsString>, Error> {
     let Some(sim) = payload.get("sim") else {
         return Ok(Vec::new());
     };

@@ -76,7 +76,7 @@ impl Drop for Ended {
 }
 
 /// Fails the session with an error event `code`.
-async fn fail(
+pub(super) async fn fail(
     inner: &Inner,
     session: &Session,
     code: &str,
@@ -97,7 +97,11 @@ async fn fail(
 }
 
 /// Ends a session that was stopped before its agent ran.
-async fn stopped(inner: &Inner, session: &Session, request: StopRequest) -> Result<(), Error> {
+pub(super) async fn stopped(
+    inner: &Inner,
+    session: &Session,
+    request: StopRequest,
+) -> Result<(), Error> {
     let change = Change {
         reason: request.reason.clone(),
         error: Some(request.reason),
@@ -135,6 +139,9 @@ async fn run(
     }
     if let Some(request) = live.stop_request() {
         return stopped(inner, &session, request).await;
+    }
+    if session.runtime == super::inprocess::RUNTIME {
+        return super::inprocess::run(inner, session, live).await;
     }
 
     let source = if session.repository.url.starts_with('/') {
@@ -398,7 +405,7 @@ async fn llm_access(inner: &Inner, session: &Session) -> Result<Option<LlmAccess
 /// records each call's usage from the provider's own figures; the usage the agent
 /// reports about itself is then kept as a raw event (its line unchanged), so it is
 /// neither counted twice nor able to understate what the team pays.
-async fn write_events(
+pub(super) async fn write_events(
     inner: Arc<Inner>,
     mut session: Session,
     mut rx: mpsc::UnboundedReceiver<SessionEvent>,
