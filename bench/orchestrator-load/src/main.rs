@@ -117,7 +117,7 @@ impl Bench {
                 .context("the executable has no directory")?
                 .join("godel-sim-agent"),
         };
-        if !sim_agent.is_file() {
+        if args.runtime == Runtime::Process && !sim_agent.is_file() {
             bail!(
                 "no simulated agent at {} (build it: cargo build -p godel-orchestrator --bins, or pass --sim-agent)",
                 sim_agent.display()
