@@ -378,10 +378,16 @@ pub(super) async fn append_now(
 
 /// With the LLM proxy running: a token for `session`, expiring at its wall-clock
 /// limit (and revoked when it ends), and the proxy's address.
+///
+/// The simulated agent calls no model: it gets no token, and the usage it reports
+/// is the session's usage.
 async fn llm_access(inner: &Inner, session: &Session) -> Result<Option<LlmAccess>, Error> {
     let Some(base_url) = inner.llm_proxy.get() else {
         return Ok(None);
     };
+    if session.adapter == "sim" {
+        return Ok(None);
+    }
     let limit = session
         .limits
         .max_duration
