@@ -4,6 +4,10 @@
 //!
 //! Exit codes: 0 intact, 1 damaged (the first damaged record is named), 2 the check
 //! could not run.
+//!
+//! `godel audit query` is in [`query`].
+
+pub mod query;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

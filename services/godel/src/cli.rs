@@ -4,8 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod manage;
 mod work;
 
+pub use manage::{
+    AuditQueryArgs, CompletionsArgs, DlqCommand, KeyArgs, KeyCommand, MembersCommand, ProfileArgs,
+    ProfileCommand, QuotasCommand, RolesCommand, SessionArgs, SessionCommand, TaskArgs,
+    TaskCommand, TeamArgs, TeamCommand,
+};
 pub use work::{
     ApiArgs, DoArgs, Output, PlanArgs, PlanCommand, ProviderKeyArgs, ProviderKeyCommand,
     SecretSource, WatchArgs,
@@ -38,9 +44,22 @@ pub enum Command {
     Do(DoArgs),
     /// Plans: list, show, cancel, roll back.
     Plan(PlanArgs),
-    /// Follow a plan until it ends: a live tree of its tasks' states. Exits 0 when
-    /// the plan succeeded, 1 when it failed or was cancelled, 2 on an error.
+    /// Follow a plan, a task or a session until it ends: a plan as a live tree of its
+    /// tasks' states, a task's state changes, a session's log. Exits 0 when it
+    /// succeeded, 1 when it failed or was cancelled, 2 on an error.
     Watch(WatchArgs),
+    /// Tasks: submit, list, show, cancel, and the dead-letter queue.
+    Task(TaskArgs),
+    /// Agent sessions: list, show, logs (-f to follow), stop.
+    Session(SessionArgs),
+    /// Teams: list, show, members, roles, quotas.
+    Team(TeamArgs),
+    /// The team's API keys: list, create (the secret is shown once), revoke.
+    Key(KeyArgs),
+    /// The team's agent profiles: list, put, delete.
+    Profile(ProfileArgs),
+    /// Print a shell completion script: `godel completions bash > ~/.local/share/bash-completion/completions/godel`.
+    Completions(CompletionsArgs),
     /// The team's model-provider keys, which Godel's LLM proxy uses for agents (who
     /// never see them): list, set, rotate.
     ProviderKey(ProviderKeyArgs),
@@ -79,6 +98,8 @@ pub enum AuditCommand {
     /// directory directly (`--data-dir` of `godel up`, or `--database-url` with
     /// `--checkpoint-dir` and `--public-key`).
     Verify(AuditVerifyArgs),
+    /// The team's audit records, newest first, through the gateway.
+    Query(AuditQueryArgs),
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,8 @@ use crate::cli::ApiArgs;
 /// The gateway, the credential and the team a command works with.
 pub struct Api {
     http: reqwest::Client,
+    /// For event streams: no overall deadline, they last as long as what they follow.
+    streaming: reqwest::Client,
     base: String,
     token: String,
     /// `team_…`
@@ -36,6 +38,10 @@ impl Api {
         let mut api = Self {
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .context("cannot build an HTTP client")?,
+            streaming: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
                 .build()
                 .context("cannot build an HTTP client")?,
             base: args.server.trim_end_matches('/').to_owned(),
@@ -85,6 +91,45 @@ impl Api {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Opens the server-sent event stream at `path`, resuming after `last_event_id`.
+    pub async fn events(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .streaming
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the gateway at {}: is Godel running (`godel up`)? Pass --server \
+                 or set GODEL_SERVER to its URL",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Err(anyhow::anyhow!(problem(status, &value, &self.team)))
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -125,6 +170,23 @@ impl Api {
     }
 }
 
+/// A query string (`?a=1&b=x%20y`) of the pairs whose value is present, encoded.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut url = reqwest::Url::parse("http://query.invalid/").expect("a valid URL");
+    {
+        let mut out = url.query_pairs_mut();
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                out.append_pair(name, value);
+            }
+        }
+    }
+    match url.query() {
+        Some(q) if !q.is_empty() => format!("?{q}"),
+        _ => String::new(),
+    }
+}
+
 /// What a problem document says, and the fix for its kind.
 fn problem(status: StatusCode, body: &Value, team: &str) -> String {
     let detail = body["detail"]
@@ -158,6 +220,17 @@ fn problem(status: StatusCode, body: &Value, team: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_are_encoded_and_skip_absent_values() {
+        let q = query(&[
+            ("page_size", Some("5".to_owned())),
+            ("state", None),
+            ("action", Some("a b&c".to_owned())),
+        ]);
+        assert_eq!(q, "?page_size=5&action=a+b%26c");
+        assert_eq!(query(&[("state", None)]), "");
+    }
 
     #[test]
     fn problems_say_what_and_how_to_fix() {

@@ -1,4 +1,4 @@
-//! `godel do`, `godel plan …` and `godel watch`: describing work in words,
+//! `godel do`, `godel plan …` and `godel watch` (of a plan): describing work in words,
 //! reviewing the plan Godel makes of it, and following it to its end — through the
 //! gateway's REST API ([`crate::rest`]).
 //!
@@ -6,7 +6,7 @@
 //! failed or was cancelled (`watch`), 2 an error (printed with its fix), 3 the plan
 //! was not approved.
 
-mod render;
+pub(crate) mod render;
 mod repo;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -20,8 +20,8 @@ use crate::cli::{ApiArgs, DoArgs, Output, PlanArgs, PlanCommand, WatchArgs};
 use crate::rest::Api;
 use render::{Style, state_name, text};
 
-/// The plan failed or was cancelled.
-const EXIT_PLAN_FAILED: u8 = 1;
+/// The plan (task, session) failed or was cancelled.
+pub(crate) const EXIT_PLAN_FAILED: u8 = 1;
 /// The command could not do its job.
 const EXIT_ERROR: u8 = 2;
 /// The plan was not approved.
@@ -45,7 +45,7 @@ where
     }
 }
 
-fn style(api: &ApiArgs) -> Style {
+pub(crate) fn style(api: &ApiArgs) -> Style {
     Style {
         color: api.output == Output::Text && std::io::stdout().is_terminal(),
     }
@@ -245,13 +245,25 @@ pub fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `godel watch`.
+/// `godel watch`: a plan here, a task or a session in their modules.
 pub fn run_watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     run(async move {
         let api = Api::connect(&args.api).await?;
         let style = style(&args.api);
+        if args.id.starts_with("tsk_") {
+            return crate::task::watch(&api, &args.id, args.api.output).await;
+        }
+        if args.id.starts_with("ses_") {
+            return crate::session::watch(&api, &args.id, args.api.output, style).await;
+        }
+        if !args.id.starts_with("pln_") {
+            anyhow::bail!(
+                "`{}` is not a plan, task or session id; pass a `pln_…`, `tsk_…` or `ses_…` id",
+                args.id
+            );
+        }
         let live = args.api.output == Output::Text && std::io::stdout().is_terminal();
-        let path = api.team_path(&format!("/plans/{}", args.plan_id));
+        let path = api.team_path(&format!("/plans/{}", args.id));
         let interval = Duration::from_millis(args.interval_ms.max(50));
         let mut shown = String::new();
         let mut drawn_lines = 0;

@@ -7,99 +7,17 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod support;
+
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use godel_test_utils::eventually;
 use godel_test_utils::git::{git, init_repo};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-struct Up {
-    _child: Child,
-    gateway: String,
-    admin_key: String,
-}
-
-async fn start(data_dir: &Path) -> Up {
-    start_with(data_dir, &[]).await
-}
-
-/// `godel up` with `--set` for each of `settings`.
-async fn start_with(data_dir: &Path, settings: &[String]) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_godel"))
-        .args([
-            "up",
-            "--base-port",
-            "0",
-            "--set",
-            "telemetry.log_format=json",
-        ])
-        .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn godel up");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut gateway, mut admin_key) = (None, None);
-    let read = async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["Godel", "is", "up:", url] => gateway = Some(url.to_string()),
-                [key] if key.starts_with("gdl_") => admin_key = Some(key.to_string()),
-                ["Stop", "with", "Ctrl-C."] => return,
-                _ => {}
-            }
-        }
-        panic!("godel up exited before printing its banner");
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("godel up printed its banner within 60 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Up {
-        _child: child,
-        gateway: gateway.unwrap(),
-        admin_key: admin_key.unwrap(),
-    }
-}
-
-/// Runs `godel <args>` against `up` (stdin not a terminal) within `limit`.
-async fn godel(up: &Up, args: &[&str], limit: Duration) -> Output {
-    let run = Command::new(env!("CARGO_BIN_EXE_godel"))
-        .args(args)
-        .env("GODEL_SERVER", &up.gateway)
-        .env("GODEL_TOKEN", &up.admin_key)
-        .env_remove("GODEL_TEAM")
-        .stdin(Stdio::null())
-        .output();
-    tokio::time::timeout(limit, run)
-        .await
-        .unwrap_or_else(|_| panic!("godel {args:?} ended within {limit:?}"))
-        .unwrap()
-}
-
-fn json(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "{:?}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
+use support::{godel, json, start, start_with};
+use tokio::process::Command;
 
 const SHORT: Duration = Duration::from_secs(30);
 const TEXT: &str = "Add a health endpoint";

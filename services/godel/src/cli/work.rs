@@ -199,8 +199,8 @@ pub enum PlanCommand {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// `pln_…`
-    pub plan_id: String,
+    /// A plan (`pln_…`), a task (`tsk_…`) or a session (`ses_…`).
+    pub id: String,
 
     /// How often to ask, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
