@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::cli::ApiArgs;
 
 /// The gateway, the credential and the team a command works with.
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     /// For event streams: no overall deadline, they last as long as what they follow.

@@ -9,8 +9,10 @@
 pub(crate) mod render;
 mod repo;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -66,6 +68,90 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
 
 pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
     emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// What the agents of a plan's running tasks did last, one event-stream follower
+/// per task, for `godel watch <plan>` to show beneath the tree.
+#[derive(Clone, Default)]
+struct Activity {
+    /// Task id → the latest line of its session's log (`None`: followed, nothing yet).
+    latest: Arc<Mutex<BTreeMap<String, Option<String>>>>,
+}
+
+impl Activity {
+    /// Starts following the session of every running task of `view` not followed yet.
+    fn follow_running(&self, api: &Api, view: &Value, style: Style) {
+        let Ok(mut latest) = self.latest.lock() else {
+            return;
+        };
+        for task in view["tasks"].as_array().into_iter().flatten() {
+            let id = text(&task["task"]["id"]);
+            if state_name(&task["task"]["state"], "TASK_STATE_") != "running"
+                || latest.contains_key(&id)
+            {
+                continue;
+            }
+            latest.insert(id.clone(), None);
+            let (api, activity) = (api.clone(), self.clone());
+            tokio::spawn(async move {
+                // The output is a view: a task whose log cannot be read shows none.
+                let _ = activity.follow(&api, &id, style).await;
+            });
+        }
+    }
+
+    /// Follows the newest session of `task` to its end, keeping its latest line.
+    async fn follow(&self, api: &Api, task: &str, style: Style) -> anyhow::Result<()> {
+        let list = api.team_path(&format!(
+            "/sessions{}",
+            crate::rest::query(&[
+                ("task_id", Some(task.to_owned())),
+                ("page_size", Some("1".to_owned()))
+            ])
+        ));
+        let mut session = None;
+        for _ in 0..20 {
+            let listed = api.get(&list).await?;
+            if let Some(id) = listed["sessions"][0]["id"].as_str() {
+                session = Some(id.to_owned());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let Some(session) = session else {
+            return Ok(());
+        };
+        let events = api.team_path(&format!("/sessions/{session}/events"));
+        crate::sse::follow(api, &events, None, |event| {
+            let event = event.json();
+            if text(&event["kind"]) != "state"
+                && let Ok(mut latest) = self.latest.lock()
+            {
+                let line = crate::session::line(&event, style);
+                latest.insert(task.to_owned(), Some(line.trim_start().to_owned()));
+            }
+            Ok(crate::sse::Next::Continue)
+        })
+        .await
+    }
+
+    /// A line per running task of `view` with what its agent did last.
+    fn lines(&self, view: &Value) -> String {
+        let Ok(latest) = self.latest.lock() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for task in view["tasks"].as_array().into_iter().flatten() {
+            let id = text(&task["task"]["id"]);
+            if state_name(&task["task"]["state"], "TASK_STATE_") != "running" {
+                continue;
+            }
+            if let Some(Some(line)) = latest.get(&id) {
+                out.push_str(&format!("  ▸ {}: {line}\n", text(&task["task"]["planKey"])));
+            }
+        }
+        out
+    }
 }
 
 /// `godel do`.
@@ -264,6 +350,7 @@ pub fn run_watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         }
         let live = args.api.output == Output::Text && std::io::stdout().is_terminal();
         let path = api.team_path(&format!("/plans/{}", args.id));
+        let activity = Activity::default();
         let interval = Duration::from_millis(args.interval_ms.max(50));
         let mut shown = String::new();
         let mut drawn_lines = 0;
@@ -272,7 +359,14 @@ pub fn run_watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
             let state = state_name(&view["plan"]["state"], "PLAN_STATE_");
             let current = match args.api.output {
                 Output::Json => serde_json::to_string(&view)?,
-                Output::Text => render::plan_view(&view, style),
+                Output::Text => {
+                    activity.follow_running(&api, &view, style);
+                    format!(
+                        "{}{}",
+                        render::plan_view(&view, style),
+                        activity.lines(&view)
+                    )
+                }
             };
             if current != shown {
                 if live && drawn_lines > 0 {

@@ -270,10 +270,20 @@ async fn godel_do_runs_parallel_branches_merges_them_and_passes_the_gate() {
         "the test waits for every branch"
     );
 
-    let watched = godel(&up, &["watch", &plan], Duration::from_secs(240)).await;
+    let watched = godel(
+        &up,
+        &["watch", &plan, "--interval-ms", "100"],
+        Duration::from_secs(240),
+    )
+    .await;
     let drawn = String::from_utf8_lossy(&watched.stdout).to_string();
     assert_eq!(watched.status.code(), Some(0), "{drawn}");
     assert!(drawn.contains("5/5 tasks succeeded"), "{drawn}");
+    // Beneath the tree, what the running agents do.
+    assert!(
+        drawn.contains("▸ implement-"),
+        "the agents' output is streamed: {drawn}"
+    );
     for key in implements
         .iter()
         .map(|k| k.as_str())
