@@ -63,6 +63,10 @@ pub enum Command {
     /// The team's model-provider keys, which Godel's LLM proxy uses for agents (who
     /// never see them): list, set, rotate.
     ProviderKey(ProviderKeyArgs),
+    /// The simulated agent (`godel-sim-agent`), for `godel up`'s sessions when that
+    /// binary is not installed beside `godel`.
+    #[command(name = "sim-agent", hide = true)]
+    SimAgent(godel_orchestrator::runtime::sim_agent::SimArgs),
 }
 
 #[derive(Debug, Args)]

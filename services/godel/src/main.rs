@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         cli::Command::Plan(args) => work::run_plan(args),
         cli::Command::Watch(args) => work::run_watch(args),
         cli::Command::ProviderKey(args) => provider_key::run_provider_key(args),
+        cli::Command::SimAgent(args) => Ok(godel_orchestrator::runtime::sim_agent::main(args)),
         cli::Command::Task(args) => task::run_task(args),
         cli::Command::Session(args) => session::run_session(args),
         cli::Command::Team(args) => team::run_team(args),

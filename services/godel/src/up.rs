@@ -256,6 +256,12 @@ async fn up(config: &UpConfig, data_dir: &Path, shutdown: CancellationToken) -> 
         .with_data_dir(data_dir);
         // One user on their own machine: sessions may work in repositories by path.
         orchestrator_config.sessions.allow_local_repositories = true;
+        // Built with `cargo run -p godel` or installed alone, `godel` has no
+        // `godel-sim-agent` beside it: it runs the simulated agent itself.
+        if let Some((program, args)) = sim_agent_command()? {
+            orchestrator_config.sessions.sim_agent_path = program;
+            orchestrator_config.sessions.sim_agent_args = args;
+        }
         // Agents reach models only through the LLM proxy, with a per-session token;
         // teams' provider keys stay encrypted under `<data_dir>/orchestrator/kek`.
         orchestrator_config.proxy.enabled = true;
@@ -411,6 +417,14 @@ fn print_banner(
         data_dir.display()
     ));
     print!("{out}");
+}
+
+/// `godel sim-agent` when no `godel-sim-agent` binary is beside this executable;
+/// `None` when one is (the orchestrator then finds it there).
+fn sim_agent_command() -> anyhow::Result<Option<(PathBuf, Vec<String>)>> {
+    let exe = std::env::current_exe().context("cannot find the godel executable")?;
+    let beside = exe.with_file_name("godel-sim-agent");
+    Ok((!beside.is_file()).then(|| (exe, vec!["sim-agent".to_owned()])))
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {

@@ -36,7 +36,12 @@ struct Up {
 const GRACE: Duration = Duration::from_secs(10);
 
 async fn start(data_dir: &Path) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_godel"))
+    start_exe(Path::new(env!("CARGO_BIN_EXE_godel")), data_dir).await
+}
+
+/// `godel up` run from `exe`.
+async fn start_exe(exe: &Path, data_dir: &Path) -> Up {
+    let mut child = Command::new(exe)
         .args([
             "up",
             "--base-port",
@@ -224,6 +229,40 @@ async fn a_bad_setting_is_a_clear_error() {
 /// the task ends succeeded with the commit on the task's branch.
 #[tokio::test]
 async fn a_submitted_task_runs_to_success() {
+    submitted_task_runs_to_success(Path::new(env!("CARGO_BIN_EXE_godel"))).await;
+}
+
+/// Built alone (`cargo run -p godel`, `cargo install --path services/godel`), `godel`
+/// has no `godel-sim-agent` beside it: `godel up` runs the simulated agent as
+/// `godel sim-agent`, and tasks still run.
+#[tokio::test]
+async fn godel_alone_runs_the_simulated_agent_itself() {
+    let alone = tempfile::tempdir().unwrap();
+    let exe = alone.path().join("godel");
+    std::fs::copy(env!("CARGO_BIN_EXE_godel"), &exe).unwrap();
+    assert!(!alone.path().join("godel-sim-agent").exists());
+    let out = std::process::Command::new(&exe)
+        .args([
+            "sim-agent",
+            "--duration-ms",
+            "0",
+            "--edits",
+            "1",
+            "--workdir",
+        ])
+        .arg(alone.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().last().unwrap().contains(r#""type":"done""#),
+        "{text}"
+    );
+    submitted_task_runs_to_success(&exe).await;
+}
+
+async fn submitted_task_runs_to_success(exe: &Path) {
     use godel_proto::scheduler::v1 as pb;
     use godel_proto::scheduler::v1::scheduler_service_client::SchedulerServiceClient;
 
@@ -231,7 +270,7 @@ async fn a_submitted_task_runs_to_success() {
     let repo = tempfile::tempdir().unwrap();
     init_repo(repo.path());
 
-    let up = start(data.path()).await;
+    let up = start_exe(exe, data.path()).await;
     let scheduler = up
         .services
         .iter()

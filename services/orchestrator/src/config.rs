@@ -97,6 +97,10 @@ pub struct SessionsConfig {
     /// The `godel-sim-agent` binary; empty means next to the running executable,
     /// else on `PATH`.
     pub sim_agent_path: PathBuf,
+    /// Arguments put before the simulated agent's flags: a program that runs the
+    /// simulated agent as a subcommand (`godel sim-agent`, as `godel up` does when no
+    /// `godel-sim-agent` binary is beside it).
+    pub sim_agent_args: Vec<String>,
     /// Generic command adapters by name: any program whose output lines become
     /// events (JSON lines in the simulated agent's shape, else assistant messages).
     pub commands: BTreeMap<String, CommandAdapter>,
@@ -135,6 +139,7 @@ impl Default for SessionsConfig {
             allow_local_repositories: false,
             default_adapter: "sim".to_owned(),
             sim_agent_path: PathBuf::new(),
+            sim_agent_args: Vec::new(),
             commands: BTreeMap::new(),
             pi: AgentCli::new("pi", "gpt-5.5"),
             claude_code: AgentCli::new("claude", "claude-sonnet-4-5"),

@@ -85,7 +85,8 @@ pub(crate) fn agent_spec(
         return Ok(with_session(config, session, spec));
     }
     let (program, args): (PathBuf, Vec<OsString>) = if session.adapter == SIM {
-        let mut args = sim_args(&session.payload)?;
+        let mut args: Vec<OsString> = config.sim_agent_args.iter().map(OsString::from).collect();
+        args.extend(sim_args(&session.payload)?);
         // Lines name the task unless the payload chose a label: two tasks writing
         // the same file write different lines.
         if session.payload.pointer("/sim/label").is_none() {
