@@ -34,6 +34,7 @@ pub(crate) struct Upstream {
 }
 
 /// One address of an upstream and whether it last reported `SERVING`.
+#[derive(Clone)]
 struct Instance {
     url: String,
     endpoint: Endpoint,
@@ -96,17 +97,7 @@ impl Upstream {
             [one] => one.endpoint.connect_lazy(),
             several => {
                 let (channel, changes) = Channel::balance_channel::<usize>(several.len() * 2);
-                let probes = several
-                    .iter()
-                    .enumerate()
-                    .map(|(key, instance)| Probe {
-                        key,
-                        endpoint: instance.endpoint.clone(),
-                        health: instance.health.clone(),
-                        serving: instance.serving.clone(),
-                        url: instance.url.clone(),
-                    })
-                    .collect();
+                let probes = several.iter().cloned().enumerate().collect();
                 tokio::spawn(probe(
                     name,
                     probes,
@@ -130,27 +121,18 @@ fn addresses(urls: &str) -> impl Iterator<Item = &str> {
     urls.split(',').map(str::trim).filter(|url| !url.is_empty())
 }
 
-/// What the prober keeps of one instance.
-struct Probe {
-    key: usize,
-    url: String,
-    endpoint: Endpoint,
-    health: Channel,
-    serving: Arc<AtomicBool>,
-}
-
 /// Puts every instance in the balancer, then every `interval` takes out those that do
 /// not report `SERVING` and puts back those that do again.
 async fn probe(
     service: &'static str,
-    probes: Vec<Probe>,
+    probes: Vec<(usize, Instance)>,
     changes: Sender<Change<usize, Endpoint>>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    for p in &probes {
+    for (key, p) in &probes {
         if changes
-            .send(Change::Insert(p.key, p.endpoint.clone()))
+            .send(Change::Insert(*key, p.endpoint.clone()))
             .await
             .is_err()
         {
@@ -164,21 +146,21 @@ async fn probe(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let checks = probes.iter().map(|p| async move {
+        let checks = probes.iter().map(|(key, p)| async move {
             let result =
                 tokio::time::timeout(interval.max(CONNECT_TIMEOUT), health(&p.health)).await;
-            (p, matches!(result, Ok(Ok(()))))
+            (*key, p, matches!(result, Ok(Ok(()))))
         });
-        for (p, now_serving) in futures::future::join_all(checks).await {
+        for (key, p, now_serving) in futures::future::join_all(checks).await {
             let was_serving = p.serving.swap(now_serving, Ordering::SeqCst);
             let change = match (was_serving, now_serving) {
                 (true, false) => {
                     tracing::info!(service, instance = %p.url, "upstream instance left the balancer");
-                    Change::Remove(p.key)
+                    Change::Remove(key)
                 }
                 (false, true) => {
                     tracing::info!(service, instance = %p.url, "upstream instance rejoined the balancer");
-                    Change::Insert(p.key, p.endpoint.clone())
+                    Change::Insert(key, p.endpoint.clone())
                 }
                 _ => continue,
             };
