@@ -16,7 +16,7 @@ use std::time::Duration;
 use godel_test_utils::eventually;
 use godel_test_utils::git::{git, init_repo};
 use serde_json::{Value, json};
-use support::{godel, json, start, start_with};
+use support::{Up, godel, json, start, start_with};
 use tokio::process::Command;
 
 const SHORT: Duration = Duration::from_secs(30);
@@ -516,6 +516,28 @@ async fn godel_do_with_pi_runs_the_plan_through_the_llm_proxy() {
     }
 }
 
+/// `godel do <text> --dry-run --planner llm` as JSON.
+async fn plan_with_llm(up: &Up, text: &str) -> Value {
+    json(
+        &godel(
+            up,
+            &[
+                "do",
+                text,
+                "--repo",
+                ".",
+                "--dry-run",
+                "--planner",
+                "llm",
+                "--output",
+                "json",
+            ],
+            SHORT,
+        )
+        .await,
+    )
+}
+
 /// The LLM planner on `godel up` asks through Godel's LLM proxy as the person
 /// planning, with their team's provider key: the scripted provider's plan (two
 /// parallel branches and a test) comes back validated; without a key the
@@ -552,24 +574,7 @@ async fn the_llm_planner_plans_through_the_proxy_with_the_teams_key() {
     let text = "Add a health endpoint and a metrics endpoint";
 
     // No provider key yet: the deterministic planner stands in, saying why.
-    let planned = json(
-        &godel(
-            &up,
-            &[
-                "do",
-                text,
-                "--repo",
-                ".",
-                "--dry-run",
-                "--planner",
-                "llm",
-                "--output",
-                "json",
-            ],
-            SHORT,
-        )
-        .await,
-    );
+    let planned = plan_with_llm(&up, text).await;
     assert_eq!(planned["intent"]["planner"], "deterministic", "{planned}");
     let reason = planned["intent"]["fallbackReason"].as_str().unwrap_or("");
     assert!(
@@ -604,24 +609,7 @@ async fn the_llm_planner_plans_through_the_proxy_with_the_teams_key() {
     );
     assert!(!String::from_utf8_lossy(&set.stdout).contains(KEY));
 
-    let planned = json(
-        &godel(
-            &up,
-            &[
-                "do",
-                text,
-                "--repo",
-                ".",
-                "--dry-run",
-                "--planner",
-                "llm",
-                "--output",
-                "json",
-            ],
-            SHORT,
-        )
-        .await,
-    );
+    let planned = plan_with_llm(&up, text).await;
     assert_eq!(planned["intent"]["planner"], "llm", "{planned}");
     let keys: Vec<&str> = planned["intent"]["nodes"]
         .as_array()
